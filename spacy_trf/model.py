@@ -1,0 +1,343 @@
+"""The encoder architecture: ``List[Doc]`` -> one ``DocTransformerOutput`` per doc.
+
+Doc -> pieces (pieces.py) -> windows and padded batches (windows.py) -> HF model -> piece rows
+stitched back per doc (averaged where windows overlap) -> per-doc outputs (output.py).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import torch
+from spacy.tokens import Doc
+from thinc.api import Model, torch2xp, xp2torch
+
+from .hf import HFShim, load_hf
+from .output import DocTransformerGradient, DocTransformerOutput
+from .pieces import DocPieces, PieceTokenizer
+from .registry import architectures
+from .spans import SpanGetter
+from .windows import WindowBatch, build_batch, make_batches, make_windows, piece_counts
+
+DEFAULT_MAX_BATCH_PIECES = 8192
+
+
+@architectures("spacy-trf.TransformerModel.v1")
+def TransformerModel(
+    name: str,
+    get_spans: SpanGetter,
+    window: int = 126,
+    stride: int = 110,
+    tokenizer_config: dict[str, Any] = {},  # noqa: B006 (read only; spaCy configs pass dicts)
+    transformer_config: dict[str, Any] = {},  # noqa: B006
+    output_hidden_states: bool = False,
+    output_attentions: bool = False,
+) -> Model[list[Doc], list[DocTransformerOutput]]:
+    """Encode docs with a Hugging Face encoder in strided windows over pieces.
+
+    name (str): Hub id or local directory of the model (loaded at initialize).
+    get_spans (Callable): Which spans of each doc to encode, e.g. spacy-trf.doc_spans.v1.
+    window (int): Content pieces per window (special tokens come on top).
+    stride (int): Pieces between window starts; window - stride pieces overlap.
+    tokenizer_config (dict): Keyword arguments for AutoTokenizer.from_pretrained.
+    transformer_config (dict): Keyword arguments for AutoModel.from_pretrained.
+    output_hidden_states (bool): Also return every layer's hidden states.
+    output_attentions (bool): Also return attention weights, per window.
+    """
+    for key, value in (("window", window), ("stride", stride)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{key} must be a positive integer number of pieces, got {value!r}.")
+    if stride > window:
+        raise ValueError(
+            f"stride ({stride}) must not exceed window ({window}), or pieces would be skipped."
+        )
+    if not callable(get_spans):
+        raise ValueError(f"get_spans must be a span getter function, got {get_spans!r}.")
+    for key, cfg in (("tokenizer_config", tokenizer_config), ("transformer_config", transformer_config)):
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{key} must be a dict of keyword arguments, got {cfg!r}.")
+    return Model(
+        "spacy-trf.TransformerModel",
+        forward,
+        init=init,
+        shims=[HFShim()],
+        attrs={
+            "name": name,
+            "get_spans": get_spans,
+            "window": window,
+            "stride": stride,
+            "tokenizer_config": dict(tokenizer_config),
+            "transformer_config": dict(transformer_config),
+            "output_hidden_states": output_hidden_states,
+            "output_attentions": output_attentions,
+            "max_batch_pieces": DEFAULT_MAX_BATCH_PIECES,
+        },
+    )
+
+
+def get_shim(model: Model) -> HFShim:
+    return cast(HFShim, model.shims[0])
+
+
+def init(model: Model, X: Any = None, Y: Any = None) -> None:
+    """Load the HF model and tokenizer named in the config, unless already loaded."""
+    shim = get_shim(model)
+    if not shim.loaded:
+        hf_model, tokenizer = load_hf(
+            model.attrs["name"], model.attrs["tokenizer_config"], model.attrs["transformer_config"]
+        )
+        shim.set_model(hf_model, tokenizer)
+    check_window(model)
+
+
+def check_window(model: Model) -> None:
+    """Raise if a window plus its special tokens exceeds the model's position limit."""
+    shim = get_shim(model)
+    assert shim.pieces is not None
+    limit = max_sequence_length(shim._model, shim.tokenizer)
+    needed = model.attrs["window"] + shim.pieces.template.n_special
+    if limit is not None and needed > limit:
+        raise ValueError(
+            f"window={model.attrs['window']} plus {shim.pieces.template.n_special} special tokens "
+            f"exceeds the {limit} positions of '{model.attrs['name']}'. Set window <= "
+            f"{limit - shim.pieces.template.n_special} (and stride <= window)."
+        )
+
+
+def max_sequence_length(hf_model: torch.nn.Module, tokenizer: Any) -> int | None:
+    """The longest input (special tokens included) the model accepts, if it has a limit."""
+    limits = []
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and tok_max < 1_000_000:
+        limits.append(tok_max)
+    n_pos = getattr(hf_model.config, "max_position_embeddings", None)
+    if isinstance(n_pos, int) and n_pos > 0:
+        embeddings = getattr(hf_model, "embeddings", None)
+        positions = getattr(embeddings, "position_embeddings", None)
+        pad = getattr(positions, "padding_idx", None)
+        # RoBERTa-style position ids start after the padding index.
+        limits.append(n_pos - (pad + 1 if isinstance(pad, int) else 0))
+    return min(limits) if limits else None
+
+
+@dataclass
+class _Plan:
+    """Where every doc's pieces and windows sit in the call's concatenated arrays."""
+
+    pieces: list[DocPieces]
+    piece_ids: np.ndarray
+    doc_piece_start: np.ndarray  # (n_docs + 1,)
+    starts: np.ndarray  # (n_windows,) global piece index
+    ends: np.ndarray
+    doc_window_start: np.ndarray  # (n_docs + 1,)
+    counts: np.ndarray  # (n_pieces,) windows covering each piece
+
+
+def plan(docs: list[Doc], pieces: list[DocPieces], window: int, stride: int) -> _Plan:
+    n_pieces = np.asarray([len(p.ids) for p in pieces], dtype=np.int64)
+    doc_piece_start = np.concatenate([[0], np.cumsum(n_pieces)])
+    span_lengths = [p.span_lengths for p in pieces]
+    all_spans = np.concatenate(span_lengths) if span_lengths else np.zeros(0, dtype=np.int64)
+    starts, ends = make_windows(all_spans, window, stride)
+    win_doc = np.searchsorted(doc_piece_start, starts, side="right") - 1
+    doc_window_start = np.searchsorted(win_doc, np.arange(len(docs) + 1), side="left")
+    ids = [p.ids for p in pieces]
+    piece_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+    counts = piece_counts(starts, ends, int(doc_piece_start[-1]))
+    return _Plan(pieces, piece_ids, doc_piece_start, starts, ends, doc_window_start, counts)
+
+
+def forward(
+    model: Model, docs: list[Doc], is_train: bool
+) -> tuple[list[DocTransformerOutput], Callable[[list[DocTransformerGradient]], list]]:
+    shim = get_shim(model)
+    if not shim.loaded:
+        raise ValueError(
+            f"The transformer model '{model.attrs['name']}' is not loaded yet: call "
+            "nlp.initialize() (or model.initialize()) first, or load a saved pipeline."
+        )
+    pieces_tok = cast(PieceTokenizer, shim.pieces)
+    hf_model = shim._model
+    want_hidden = bool(model.attrs["output_hidden_states"])
+    want_attn = bool(model.attrs["output_attentions"])
+    if want_attn and getattr(hf_model.config, "_attn_implementation", "eager") != "eager":
+        hf_model.set_attn_implementation("eager")  # fused attention kernels return no weights
+    template = pieces_tok.template
+    n_special = template.n_special
+
+    spans = model.attrs["get_spans"](docs)
+    if len(spans) != len(docs):
+        raise ValueError(f"The span getter returned {len(spans)} lists of spans for {len(docs)} docs.")
+    p = plan(docs, pieces_tok.encode_docs(docs, spans), model.attrs["window"], model.attrs["stride"])
+    n_windows = len(p.starts)
+    device = shim.device
+    n_pieces = int(p.doc_piece_start[-1])
+    n_streams = hf_model.config.num_hidden_layers + 1 if want_hidden else 1
+    width = hf_model.config.hidden_size
+    acc = torch.zeros((n_streams, n_pieces, width), device=device)
+    special = torch.zeros((n_streams, n_windows * n_special, width), device=device)
+    attentions: list[Any] = [None] * n_windows if want_attn else []
+    kept: list[tuple[WindowBatch, list[torch.Tensor]]] = []
+
+    lengths = p.ends - p.starts + n_special
+    hf_model.train(is_train)
+    for windows in make_batches(lengths, model.attrs["max_batch_pieces"]):
+        batch = build_batch(windows, p.starts, p.ends, p.piece_ids, template, pieces_tok.pad_id)
+        inputs = {
+            "input_ids": torch.from_numpy(batch.input_ids).to(device),
+            "attention_mask": torch.from_numpy(batch.attention_mask).to(device),
+        }
+        if pieces_tok.uses_type_ids:
+            inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids).to(device)
+        with torch.set_grad_enabled(is_train), torch.inference_mode(not is_train):
+            out = hf_model(
+                **inputs,
+                output_hidden_states=want_hidden,
+                output_attentions=want_attn,
+                return_dict=True,
+            )
+        streams = list(out.hidden_states) if want_hidden else [out.last_hidden_state]
+        if is_train:
+            kept.append((batch, streams))
+        with torch.no_grad():
+            _scatter(batch, streams, acc, special, device)
+            if want_attn:
+                _collect_attentions(batch, windows, out.attentions, n_special, attentions)
+
+    counts = torch.from_numpy(p.counts).to(device=device, dtype=acc.dtype).clamp_(min=1)
+    acc /= counts[None, :, None]
+    outputs = _split(p, acc, special, attentions, n_special, want_hidden, pieces_tok.vocab)
+
+    def backprop(d_outputs: list[DocTransformerGradient]) -> list:
+        grads = _gather_grads(p, d_outputs, n_streams, n_special, width, device, counts)
+        tensors, grad_tensors = [], []
+        for batch, streams in kept:
+            for i, stream in enumerate(streams):
+                if grads[i] is None:
+                    continue
+                g_acc, g_special = grads[i]
+                g = torch.zeros_like(stream)
+                rows, cols = _t(batch.content_rows, device), _t(batch.content_cols, device)
+                g[rows, cols] = g_acc[_t(batch.content_src, device)]
+                if g_special is not None:
+                    s_rows, s_cols = _t(batch.special_rows, device), _t(batch.special_cols, device)
+                    g[s_rows, s_cols] = g_special[_t(batch.special_dst, device)]
+                tensors.append(stream)
+                grad_tensors.append(g)
+        if tensors:
+            torch.autograd.backward(tensors, grad_tensors)
+        return []
+
+    return outputs, backprop
+
+
+def _t(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(array).to(device)
+
+
+def _scatter(
+    batch: WindowBatch,
+    streams: list[torch.Tensor],
+    acc: torch.Tensor,
+    special: torch.Tensor,
+    device: torch.device,
+) -> None:
+    rows, cols = _t(batch.content_rows, device), _t(batch.content_cols, device)
+    src = _t(batch.content_src, device)
+    s_rows, s_cols = _t(batch.special_rows, device), _t(batch.special_cols, device)
+    dst = _t(batch.special_dst, device)
+    for i, stream in enumerate(streams):
+        stream = stream.detach().float()
+        acc[i].index_add_(0, src, stream[rows, cols])
+        special[i][dst] = stream[s_rows, s_cols]
+
+
+def _collect_attentions(
+    batch: WindowBatch,
+    windows: np.ndarray,
+    layer_attentions: tuple[torch.Tensor, ...],
+    n_special: int,
+    attentions: list[Any],
+) -> None:
+    lengths = batch.attention_mask.sum(1)
+    stacked = torch.stack([a.detach().float() for a in layer_attentions], dim=1)
+    for row, (w, n) in enumerate(zip(windows.tolist(), lengths.tolist(), strict=True)):
+        attentions[w] = torch2xp(stacked[row, :, :, :n, :n].contiguous())
+
+
+def _split(
+    p: _Plan,
+    acc: torch.Tensor,
+    special: torch.Tensor,
+    attentions: list[Any],
+    n_special: int,
+    want_hidden: bool,
+    vocab: np.ndarray,
+) -> list[DocTransformerOutput]:
+    acc_xp = [torch2xp(stream) for stream in acc]
+    special_xp = [torch2xp(stream) for stream in special]
+    outputs = []
+    for i, doc_pieces in enumerate(p.pieces):
+        a, b = int(p.doc_piece_start[i]), int(p.doc_piece_start[i + 1])
+        wa, wb = int(p.doc_window_start[i]), int(p.doc_window_start[i + 1])
+        hidden = [s[a:b] for s in acc_xp]
+        specials = [s[wa * n_special : wb * n_special] for s in special_xp]
+        ranges = np.stack([p.starts[wa:wb] - a, p.ends[wa:wb] - a], axis=1)
+        outputs.append(
+            DocTransformerOutput(
+                piece_ids=doc_pieces.ids,
+                piece_offsets=doc_pieces.offsets,
+                align=doc_pieces.align,
+                last_hidden_state=hidden[-1],
+                special_hidden_state=specials[-1],
+                window_ranges=ranges,
+                n_special=n_special,
+                hidden_states=hidden if want_hidden else None,
+                special_hidden_states=specials if want_hidden else None,
+                attentions=attentions[wa:wb] if attentions else None,
+                vocab=vocab,
+            )
+        )
+    return outputs
+
+
+def _gather_grads(
+    p: _Plan,
+    d_outputs: list[DocTransformerGradient],
+    n_streams: int,
+    n_special: int,
+    width: int,
+    device: torch.device,
+    counts: torch.Tensor,
+) -> list[tuple[torch.Tensor, torch.Tensor | None] | None]:
+    """Concatenate per-doc gradients per stream, divided among the windows sharing each piece."""
+    n_pieces = int(p.doc_piece_start[-1])
+    result: list[tuple[torch.Tensor, torch.Tensor | None] | None] = []
+    for i in range(n_streams):
+        last = i == n_streams - 1
+        parts = []
+        for d in d_outputs:
+            layer = d.d_hidden_states[i] if d.d_hidden_states is not None else None
+            if last and d.d_last_hidden_state is not None:
+                layer = d.d_last_hidden_state if layer is None else layer + d.d_last_hidden_state
+            parts.append(layer)
+        specials = [d.d_special_hidden_state for d in d_outputs] if last else []
+        if all(x is None for x in parts) and all(x is None for x in specials):
+            result.append(None)
+            continue
+        g_acc = torch.zeros((n_pieces, width), device=device)
+        for doc_i, part in enumerate(parts):
+            if part is not None:
+                a, b = int(p.doc_piece_start[doc_i]), int(p.doc_piece_start[doc_i + 1])
+                g_acc[a:b] = xp2torch(part, device=device)
+        g_acc /= counts[:, None]
+        g_special = None
+        if any(x is not None for x in specials):
+            g_special = torch.zeros((int(p.doc_window_start[-1]) * n_special, width), device=device)
+            for doc_i, part in enumerate(specials):
+                if part is not None:
+                    wa, wb = int(p.doc_window_start[doc_i]), int(p.doc_window_start[doc_i + 1])
+                    g_special[wa * n_special : wb * n_special] = xp2torch(part, device=device)
+        result.append((g_acc, g_special))
+    return result

@@ -1,0 +1,156 @@
+"""Doc -> pieces: run each span's text through the model's own fast tokenizer, once, with offsets.
+
+Special tokens are not added here: windows get them later, from a template read off the tokenizer.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from spacy.tokens import Doc, Span
+from tokenizers import Tokenizer
+
+from .align import align_doc, token_bounds
+
+
+@dataclass
+class SpecialTemplate:
+    """The special tokens the tokenizer wraps a single sequence with, and their type ids."""
+
+    prefix_ids: np.ndarray
+    suffix_ids: np.ndarray
+    prefix_type_ids: np.ndarray
+    suffix_type_ids: np.ndarray
+    content_type_id: int
+
+    @property
+    def n_special(self) -> int:
+        return len(self.prefix_ids) + len(self.suffix_ids)
+
+
+@dataclass
+class DocPieces:
+    """The pieces of one doc, span after span, with offsets in the doc's characters."""
+
+    ids: np.ndarray  # (n_pieces,) int64
+    offsets: np.ndarray  # (n_pieces, 2) int64, as the tokenizer gives them
+    span_lengths: np.ndarray  # (n_spans,) pieces per span; windows never cross spans
+    align: Any  # thinc Ragged: one entry per token, row indices into the pieces
+
+
+class PieceTokenizer:
+    """Wraps a Hugging Face fast tokenizer for piece encoding and window templates."""
+
+    def __init__(self, hf_tokenizer: Any) -> None:
+        if not getattr(hf_tokenizer, "is_fast", False) or not hasattr(
+            hf_tokenizer, "backend_tokenizer"
+        ):
+            raise ValueError(
+                f"{type(hf_tokenizer).__name__} is not a fast tokenizer and gives no character "
+                "offsets; spacy-trf needs the model's tokenizer.json (a fast tokenizer)."
+            )
+        self.hf_tokenizer = hf_tokenizer
+        # A private copy without the truncation/padding that many tokenizer.json files carry.
+        self.backend: Tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+        self.backend.no_truncation()
+        self.backend.no_padding()
+        self.template = self._read_template()
+        self.unk_id: int | None = hf_tokenizer.unk_token_id
+        pad = hf_tokenizer.pad_token_id
+        self.pad_id: int = int(pad) if pad is not None else 0
+        self.uses_type_ids = "token_type_ids" in getattr(hf_tokenizer, "model_input_names", [])
+        vocab = self.backend.get_vocab(with_added_tokens=True)
+        self.vocab = np.empty(max(vocab.values(), default=-1) + 1, dtype=object)
+        self.vocab[list(vocab.values())] = list(vocab.keys())
+
+    def _read_template(self) -> SpecialTemplate:
+        enc = self.backend.encode("hello world", add_special_tokens=True)
+        ids = np.asarray(enc.ids, dtype=np.int64)
+        special = np.asarray(enc.special_tokens_mask, dtype=bool)
+        types = np.asarray(enc.type_ids, dtype=np.int64)
+        content = np.flatnonzero(~special)
+        if len(content) == 0 or content[-1] - content[0] + 1 != len(content):
+            raise ValueError("Cannot read the special-token template of this tokenizer.")
+        first, last = content[0], content[-1] + 1
+        return SpecialTemplate(
+            prefix_ids=ids[:first],
+            suffix_ids=ids[last:],
+            prefix_type_ids=types[:first],
+            suffix_type_ids=types[last:],
+            content_type_id=int(types[first]),
+        )
+
+    def encode_texts(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Piece ids and (start, end) character offsets of each text, without special tokens."""
+        if not texts:
+            return []
+        encodings = self.backend.encode_batch(texts, add_special_tokens=False)
+        out = []
+        for enc in encodings:
+            ids = np.asarray(enc.ids, dtype=np.int64)
+            offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+            out.append((ids, offsets))
+        return out
+
+    def encode_docs(self, docs: list[Doc], spans: list[list[Span]]) -> list[DocPieces]:
+        """Tokenize all spans of all docs in one batched call and align pieces to tokens."""
+        texts = [span.text for doc_spans in spans for span in doc_spans]
+        encoded = iter(self.encode_texts(texts))
+        result = []
+        for doc, doc_spans in zip(docs, spans, strict=True):
+            span_pieces = []
+            for span in doc_spans:
+                ids, offsets = next(encoded)
+                span_pieces.append((ids, offsets + span.start_char))
+            result.append(self._doc_pieces(doc, doc_spans, span_pieces))
+        return result
+
+    def _doc_pieces(
+        self, doc: Doc, spans: list[Span], span_pieces: list[tuple[np.ndarray, np.ndarray]]
+    ) -> DocPieces:
+        bounds = token_bounds(doc)
+        pieces = _concat(span_pieces)
+        align, missing = align_doc(pieces[1], bounds)
+        if len(missing) and self.unk_id is not None:
+            # The tokenizer dropped every character of these tokens (e.g. control characters
+            # removed by a normalizer): give each an unknown-token piece so no word is invisible.
+            span_pieces = self._insert_unknown(spans, span_pieces, bounds, missing)
+            pieces = _concat(span_pieces)
+            align, _ = align_doc(pieces[1], bounds)
+        return DocPieces(
+            ids=pieces[0],
+            offsets=pieces[1],
+            span_lengths=np.asarray([len(ids) for ids, _ in span_pieces], dtype=np.int64),
+            align=align,
+        )
+
+    def _insert_unknown(
+        self,
+        spans: list[Span],
+        span_pieces: list[tuple[np.ndarray, np.ndarray]],
+        bounds: tuple[np.ndarray, np.ndarray],
+        missing: np.ndarray,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        assert self.unk_id is not None
+        starts, ends = bounds
+        span_pieces = list(span_pieces)
+        for tok in missing.tolist():  # rare path: one entry per invisible token
+            for i, span in enumerate(spans):
+                if span.start <= tok < span.end:
+                    ids, offsets = span_pieces[i]
+                    at = int(np.searchsorted(offsets[:, 0], starts[tok], side="left"))
+                    ids = np.insert(ids, at, self.unk_id)
+                    offsets = np.insert(offsets, at, [starts[tok], ends[tok]], axis=0)
+                    span_pieces[i] = (ids, offsets)
+                    break
+        return span_pieces
+
+
+def _concat(span_pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if not span_pieces:
+        return np.zeros((0,), dtype=np.int64), np.zeros((0, 2), dtype=np.int64)
+    if len(span_pieces) == 1:
+        return span_pieces[0]
+    ids = np.concatenate([p[0] for p in span_pieces])
+    offsets = np.concatenate([p[1] for p in span_pieces]).reshape(-1, 2)
+    return ids, offsets
