@@ -163,13 +163,8 @@ def forward(
     want_attn = bool(model.attrs["output_attentions"])
     if want_attn and getattr(hf_model.config, "_attn_implementation", "eager") != "eager":
         hf_model.set_attn_implementation("eager")  # fused attention kernels return no weights
-    template = pieces_tok.template
-    n_special = template.n_special
-
-    spans = model.attrs["get_spans"](docs)
-    if len(spans) != len(docs):
-        raise ValueError(f"The span getter returned {len(spans)} lists of spans for {len(docs)} docs.")
-    p = plan(docs, pieces_tok.encode_docs(docs, spans), model.attrs["window"], model.attrs["stride"])
+    n_special = pieces_tok.template.n_special
+    p, batches = prepare(model, docs)
     n_windows = len(p.starts)
     device = shim.device
     n_pieces = int(p.doc_piece_start[-1])
@@ -180,19 +175,14 @@ def forward(
     attentions: list[Any] = [None] * n_windows if want_attn else []
     kept: list[tuple[WindowBatch, list[torch.Tensor]]] = []
 
-    lengths = p.ends - p.starts + n_special
     hf_model.train(is_train)
-    for windows in make_batches(lengths, model.attrs["max_batch_pieces"]):
-        batch = build_batch(windows, p.starts, p.ends, p.piece_ids, template, pieces_tok.pad_id)
-        inputs = {
-            "input_ids": torch.from_numpy(batch.input_ids).to(device),
-            "attention_mask": torch.from_numpy(batch.attention_mask).to(device),
-        }
-        if pieces_tok.uses_type_ids:
-            inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids).to(device)
+    for windows in batches:
+        batch = build_batch(
+            windows, p.starts, p.ends, p.piece_ids, pieces_tok.template, pieces_tok.pad_id
+        )
         with torch.set_grad_enabled(is_train), torch.inference_mode(not is_train):
             out = hf_model(
-                **inputs,
+                **model_inputs(model, batch),
                 output_hidden_states=want_hidden,
                 output_attentions=want_attn,
                 return_dict=True,
@@ -230,6 +220,30 @@ def forward(
         return []
 
     return outputs, backprop
+
+
+def prepare(model: Model, docs: list[Doc]) -> tuple[_Plan, list[np.ndarray]]:
+    """Tokenize docs, cut windows and group them into batches (lists of window indices)."""
+    pieces_tok = cast(PieceTokenizer, get_shim(model).pieces)
+    spans = model.attrs["get_spans"](docs)
+    if len(spans) != len(docs):
+        raise ValueError(f"The span getter returned {len(spans)} span lists for {len(docs)} docs.")
+    p = plan(docs, pieces_tok.encode_docs(docs, spans), model.attrs["window"], model.attrs["stride"])
+    lengths = p.ends - p.starts + pieces_tok.template.n_special
+    return p, make_batches(lengths, model.attrs["max_batch_pieces"])
+
+
+def model_inputs(model: Model, batch: WindowBatch) -> dict[str, torch.Tensor]:
+    """The keyword arguments of the HF model's forward call for a batch."""
+    shim = get_shim(model)
+    device = shim.device
+    inputs = {
+        "input_ids": _t(batch.input_ids, device),
+        "attention_mask": _t(batch.attention_mask, device),
+    }
+    if cast(PieceTokenizer, shim.pieces).uses_type_ids:
+        inputs["token_type_ids"] = _t(batch.token_type_ids, device)
+    return inputs
 
 
 def _t(array: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -1,15 +1,14 @@
 """Tiny offline Hugging Face model directories for the test-suite.
 
 Every builder trains a small tokenizer with the ``tokenizers`` library on the
-embedded ``CORPUS``, pairs it with a randomly initialised model and saves both
-(safetensors) into a directory that ``AutoTokenizer`` / ``AutoModel`` reload
-without network access.
+embedded ``CORPUS``, pairs it with a randomly initialised model (seeded) and
+saves both (safetensors) into a directory that ``AutoTokenizer`` / ``AutoModel``
+reload offline. Builds are deterministic and take well under a second.
 """
-
-from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import (
@@ -24,11 +23,11 @@ from tokenizers import (
 from transformers import (
     GPT2Config,
     GPT2Model,
-    GPT2TokenizerFast,
+    GPT2Tokenizer,
     PreTrainedTokenizerFast,
     RobertaConfig,
     RobertaModel,
-    RobertaTokenizerFast,
+    RobertaTokenizer,
     XLMRobertaConfig,
     XLMRobertaModel,
 )
@@ -39,7 +38,7 @@ MAX_LENGTH = 128
 # sequence of MAX_LENGTH content pieces plus <s> and </s> needs MAX_LENGTH + 4.
 MAX_POSITIONS = MAX_LENGTH + 4
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-TINY_SIZES = {
+TINY_SIZES: dict[str, Any] = {
     "hidden_size": 32,
     "num_hidden_layers": 2,
     "num_attention_heads": 2,
@@ -97,17 +96,19 @@ grown-ups, on the other hand, often forget that 0.1 + 0.2 isn't exactly 0.3. �
 """
 
 
-def _train(tokenizer: Tokenizer, trainer: trainers.Trainer) -> Tokenizer:
-    """Train ``tokenizer`` in place on the corpus lines (repeated for frequency)."""
-    tokenizer.train_from_iterator(CORPUS.splitlines() * 2, trainer=trainer)
-    return tokenizer
+def _train(tokenizer: Tokenizer, trainer: trainers.Trainer) -> None:
+    """Train ``tokenizer`` in place on the corpus (whole, so "\\n" is seen, and by line)."""
+    tokenizer.train_from_iterator([CORPUS, *CORPUS.splitlines()], trainer=trainer)
 
 
-def _train_byte_bpe(special_tokens: list[str], vocab_size: int) -> Tokenizer:
-    """Train a byte-level BPE tokenizer without post-processor."""
+def _train_byte_bpe(special_tokens: list[str], vocab_size: int) -> tuple[dict[str, int], list[Any]]:
+    """Train a byte-level BPE and return its vocab and ``(left, right)`` merges.
+
+    Merges are typed ``list[Any]``: transformers hints ``list[str]``, but
+    ``tokenizers`` wants tuples.
+    """
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
@@ -115,12 +116,25 @@ def _train_byte_bpe(special_tokens: list[str], vocab_size: int) -> Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    return _train(tokenizer, trainer)
+    _train(tokenizer, trainer)
+    merges = json.loads(tokenizer.to_str())["model"]["merges"]
+    pairs = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
+    return tokenizer.get_vocab(), pairs
 
 
-def _save_model(model: torch.nn.Module, path: Path) -> None:
-    """Save ``model`` as safetensors into ``path``."""
-    model.save_pretrained(path, safe_serialization=True)
+def _canonical_pieces(tokenizer: Tokenizer) -> list[tuple[str, float]]:
+    """Return the trained Unigram pieces in a run-independent order.
+
+    The trainer's scores jitter in the last float bits, and it appends leftover
+    single characters in hash order, each 1e-4 below the previous one. Rounding,
+    giving that tail one shared score and sorting by (score, piece) makes the
+    saved tokenizer.json reproducible. Special tokens keep their leading ids.
+    """
+    pieces = json.loads(tokenizer.to_str())["model"]["vocab"]
+    specials, rest = pieces[: len(SPECIALS)], pieces[len(SPECIALS) :]
+    floor = min(score for _, score in rest)
+    scored = [(p, round(s, 6) if s > floor + 0.01 else round(floor, 4)) for p, s in rest]
+    return [(p, s) for p, s in specials] + sorted(scored, key=lambda ps: (-ps[1], ps[0]))
 
 
 def minilm_path() -> str:
@@ -132,12 +146,11 @@ def minilm_path() -> str:
 
 def build_roberta(path: str | Path) -> str:
     """Build a tiny random RoBERTa with a byte-level BPE tokenizer in ``path``."""
-    path = Path(path)
-    trained = _train_byte_bpe(SPECIALS, vocab_size=800)
-    vocab = trained.get_vocab()
-    merges = _bpe_merges(trained.to_str())
-    # ``trim_offsets=False``: piece offsets keep the leading space ("Ġworld").
-    tokenizer = RobertaTokenizerFast(
+    vocab, merges = _train_byte_bpe(SPECIALS, vocab_size=800)
+    # RobertaTokenizer rebuilds ByteLevel + RobertaProcessing itself (also on reload,
+    # from tokenizer_config.json); trim_offsets=False keeps the leading space in
+    # piece offsets: "Ġwith" -> " with".
+    tokenizer = RobertaTokenizer(
         vocab=vocab, merges=merges, trim_offsets=False, model_max_length=MAX_LENGTH
     )
     tokenizer.save_pretrained(path)
@@ -150,19 +163,17 @@ def build_roberta(path: str | Path) -> str:
         eos_token_id=tokenizer.eos_token_id,
         **TINY_SIZES,
     )
-    _save_model(RobertaModel(config), path)
+    RobertaModel(config).save_pretrained(path)
     return str(path)
 
 
-def _bpe_merges(tokenizer_json: str) -> list[tuple[str, str]]:
-    """Extract the BPE merges from a serialized tokenizer."""
-    merges = json.loads(tokenizer_json)["model"]["merges"]
-    return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
-
-
 def build_xlmr(path: str | Path) -> str:
-    """Build a tiny random XLM-RoBERTa with a Unigram tokenizer in ``path``."""
-    path = Path(path)
+    """Build a tiny random XLM-RoBERTa with a Unigram tokenizer in ``path``.
+
+    The tokenizer is saved as a generic fast tokenizer (``TokenizersBackend``) so
+    that tokenizer.json reloads verbatim; transformers 5's ``XLMRobertaTokenizer``
+    would rebuild the pipeline, dropping NFKC and adding a WhitespaceSplit.
+    """
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
@@ -171,11 +182,8 @@ def build_xlmr(path: str | Path) -> str:
         vocab_size=600, special_tokens=SPECIALS, unk_token="<unk>", show_progress=False
     )
     _train(tokenizer, trainer)
-    # The Unigram trainer's scores jitter in the last float bits between runs;
-    # rounding them makes the saved tokenizer.json reproducible.
-    pieces = json.loads(tokenizer.to_str())["model"]["vocab"]
-    unk_id = tokenizer.token_to_id("<unk>")
-    tokenizer.model = models.Unigram([(p, round(s, 8)) for p, s in pieces], unk_id, False)
+    unk_id = SPECIALS.index("<unk>")
+    tokenizer.model = models.Unigram(_canonical_pieces(tokenizer), unk_id, False)
     bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
@@ -203,19 +211,14 @@ def build_xlmr(path: str | Path) -> str:
         eos_token_id=eos,
         **TINY_SIZES,
     )
-    _save_model(XLMRobertaModel(config), path)
+    XLMRobertaModel(config).save_pretrained(path)
     return str(path)
 
 
 def build_gpt2(path: str | Path) -> str:
     """Build a tiny random GPT-2 (decoder-only) model and tokenizer in ``path``."""
-    path = Path(path)
-    trained = _train_byte_bpe(["<|endoftext|>"], vocab_size=600)
-    tokenizer = GPT2TokenizerFast(
-        vocab=trained.get_vocab(),
-        merges=_bpe_merges(trained.to_str()),
-        model_max_length=MAX_LENGTH,
-    )
+    vocab, merges = _train_byte_bpe(["<|endoftext|>"], vocab_size=600)
+    tokenizer = GPT2Tokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH)
     tokenizer.save_pretrained(path)
     torch.manual_seed(SEED)
     eot = tokenizer.eos_token_id
@@ -229,5 +232,5 @@ def build_gpt2(path: str | Path) -> str:
         bos_token_id=eot,
         eos_token_id=eot,
     )
-    _save_model(GPT2Model(config), path)
+    GPT2Model(config).save_pretrained(path)
     return str(path)

