@@ -10,7 +10,7 @@ import numpy as np
 from spacy.tokens import Doc, Span
 from tokenizers import Tokenizer
 
-from .align import align_doc, token_bounds
+from .align import TokenBounds, align_doc, token_bounds
 
 
 @dataclass
@@ -128,11 +128,11 @@ class PieceTokenizer:
         self,
         spans: list[Span],
         span_pieces: list[tuple[np.ndarray, np.ndarray]],
-        bounds: tuple[np.ndarray, np.ndarray],
+        bounds: TokenBounds,
         missing: np.ndarray,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         assert self.unk_id is not None
-        starts, ends = bounds
+        starts, ends = bounds.starts, bounds.ends
         span_pieces = list(span_pieces)
         for tok in missing.tolist():  # rare path: one entry per invisible token
             for i, span in enumerate(spans):

@@ -1,0 +1,78 @@
+"""Save / load: plain HF directories, safetensors only, no network, no original model path."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import spacy
+import srsly
+
+from .conftest import make_nlp
+
+TEXTS = ["A short sentence.", "Another one, with 9.11 and the Devil Ray's rookie. " * 12]
+
+
+def outputs(nlp: spacy.Language) -> list[np.ndarray]:
+    return [doc._.trf.last_hidden_state for doc in nlp.pipe(TEXTS)]
+
+
+def test_to_disk_writes_plain_hf_dir_and_loads_without_original(
+    model_dirs: dict[str, str], family: str, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dirs[family], copy)
+    nlp = make_nlp(str(copy), model={"window": 48, "stride": 40})
+    before = outputs(nlp)
+    nlp.to_disk(tmp_path / "pipeline")
+    shutil.rmtree(copy)
+
+    hf_dir = tmp_path / "pipeline" / "trf" / "model"
+    files = {p.name for p in hf_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pkl", ".pickle")) for name in files)
+    assert not any(p.name.startswith(".") for p in (tmp_path / "pipeline" / "trf").iterdir())
+
+    loaded = spacy.load(tmp_path / "pipeline")
+    for a, b in zip(before, outputs(loaded), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert loaded.get_pipe("trf").model.attrs["window"] == 48
+
+    # The saved directory is a Hugging Face model in its own right.
+    from transformers import AutoModel, AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(hf_dir).is_fast
+    assert AutoModel.from_pretrained(hf_dir).config.hidden_size == before[0].shape[1]
+
+
+def test_to_bytes_round_trip(model_dirs: dict[str, str], tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dirs["roberta"], copy)
+    nlp = make_nlp(str(copy))
+    data = nlp.to_bytes()
+    before = outputs(nlp)
+    config = nlp.config
+    shutil.rmtree(copy)
+    fresh = spacy.blank("en").from_config(config)
+    fresh.from_bytes(data)
+    for a, b in zip(before, outputs(fresh), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    files = srsly.msgpack_loads(nlp.get_pipe("trf").model.shims[0].to_bytes())["files"]
+    assert "model.safetensors" in files and "config.json" in files
+    assert not any(name.endswith((".bin", ".pt")) for name in files)
+
+
+def test_overwriting_a_saved_pipeline(model_dirs: dict[str, str], tmp_path: Path) -> None:
+    nlp = make_nlp(model_dirs["roberta"])
+    nlp.to_disk(tmp_path / "p")
+    nlp.to_disk(tmp_path / "p")
+    assert sorted(p.name for p in (tmp_path / "p" / "trf").iterdir()) == ["cfg", "model"]
+    assert spacy.load(tmp_path / "p")("ok")._.trf is not None
+
+
+def test_load_from_disk_of_missing_dir_is_clear(model_dirs: dict[str, str], tmp_path: Path) -> None:
+    nlp = make_nlp(model_dirs["roberta"])
+    nlp.to_disk(tmp_path / "p")
+    shutil.rmtree(tmp_path / "p" / "trf" / "model")
+    with pytest.raises(OSError, match="does not exist|model"):
+        spacy.load(tmp_path / "p")
