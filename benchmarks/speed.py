@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -27,8 +28,8 @@ import torch  # noqa: E402
 from spacy.training.converters import conllu_to_docs  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from spacy_trf.model import get_shim, model_inputs, prepare  # noqa: E402
-from spacy_trf.windows import build_batch  # noqa: E402
+from spacy_trf import Transformer  # noqa: E402
+from spacy_trf.model import get_shim, iter_inputs  # noqa: E402
 
 hf_logging.disable_progress_bar()
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,18 +56,12 @@ def time_pipe(nlp: spacy.Language, texts: list[str]) -> float:
 
 
 def time_raw(nlp: spacy.Language, texts: list[str]) -> float:
-    trf = nlp.get_pipe("trf")
-    shim = get_shim(trf.model)
-    hf_model = shim._model
+    model = cast(Transformer, nlp.get_pipe("trf")).model
+    hf_model = get_shim(model)._model
     hf_model.eval()
     inputs = []
     for i in range(0, len(texts), 64):  # the same calls nlp.pipe makes
-        docs = [nlp.make_doc(t) for t in texts[i : i + 64]]
-        p, batches = prepare(trf.model, docs)
-        tok = shim.pieces
-        for windows in batches:
-            batch = build_batch(windows, p.starts, p.ends, p.piece_ids, tok.template, tok.pad_id)
-            inputs.append(model_inputs(trf.model, batch))
+        inputs.extend(iter_inputs(model, [nlp.make_doc(t) for t in texts[i : i + 64]]))
     start = time.perf_counter()
     with torch.inference_mode():
         for x in inputs:
@@ -105,7 +100,7 @@ def main() -> None:
 
     texts = ewt_texts(args.data)
     nlp = make_nlp(model_path)
-    n_words = sum(len(d) for d in nlp.tokenizer.pipe(texts))
+    n_words = sum(len(nlp.make_doc(t)) for t in texts)
     time_pipe(nlp, texts[:64])  # warm-up
     pipe_s, raw_s = [], []
     for _ in range(args.repeats):  # interleaved, so machine noise hits both alike
@@ -113,9 +108,11 @@ def main() -> None:
         raw_s.append(time_raw(nlp, texts))
     pipe_wps = n_words / statistics.median(pipe_s)
     raw_wps = n_words / statistics.median(raw_s)
-    trf = nlp.get_pipe("trf").model.attrs
-    print(f"EWT dev: {len(texts)} docs, {n_words} words; MiniLM-L6; {args.threads} threads; "
-          f"window {trf['window']}, stride {trf['stride']}; median of {args.repeats}")
+    trf = cast(Transformer, nlp.get_pipe("trf")).model.attrs
+    print(
+        f"EWT dev: {len(texts)} docs, {n_words} words; MiniLM-L6; {args.threads} threads; "
+        f"window {trf['window']}, stride {trf['stride']}; median of {args.repeats}"
+    )
     print()
     print("| system | words/s | ratio to raw |")
     print("|---|---:|---:|")
@@ -123,14 +120,24 @@ def main() -> None:
     print(f"| spacy-trf nlp.pipe (trf only) | {pipe_wps:,.0f} | {pipe_wps / raw_wps:.3f} |")
 
     if args.words:
-        cmd = [sys.executable, __file__, "--memory-child", "--words", str(args.words),
-               "--data", str(args.data), "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--memory-child",
+            "--words",
+            str(args.words),
+            "--data",
+            str(args.data),
+            "--threads",
+            str(args.threads),
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=True)
         tokens, pieces, covered, seconds, peak = result.stdout.split()[-5:]
         print()
         print("| huge doc | tokens | pieces | every word has a piece | seconds | peak RSS (GB) |")
         print("|---|---:|---:|---|---:|---:|")
-        print(f"| EWT train repeated | {int(tokens):,} | {int(pieces):,} | {covered} | {seconds} | {peak} |")
+        row = [f"{int(tokens):,}", f"{int(pieces):,}", covered, seconds, peak]
+        print("| EWT train repeated | " + " | ".join(row) + " |")
     print()
     print("command: python benchmarks/speed.py " + " ".join(sys.argv[1:]))
 

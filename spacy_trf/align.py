@@ -7,11 +7,12 @@ Everything is vectorised numpy.
 """
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from spacy.attrs import IDX, LENGTH
 from spacy.tokens import Doc
-from thinc.types import Ragged
+from thinc.types import Ints1d, Ragged
 
 # Every code point for which str.isspace() holds lies below U+3001.
 _WS_LIMIT = 0x3001
@@ -55,7 +56,9 @@ def token_bounds(doc: Doc) -> TokenBounds:
     prev_end = np.zeros(n + 1, dtype=np.int64)
     if n:
         prev_end[1:] = np.maximum.accumulate(np.where(is_ws, 0, positions + 1))
-    table = TokenBounds(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), next_char, prev_end)
+    table = TokenBounds(
+        np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), next_char, prev_end
+    )
     arr = doc.to_array([IDX, LENGTH]).astype(np.int64).reshape(-1, 2)
     starts, ends = table.strip(arr[:, 0], arr[:, 0] + arr[:, 1])
     nonempty = ends > starts
@@ -91,6 +94,6 @@ def align_doc(piece_offsets: np.ndarray, bounds: TokenBounds) -> tuple[Ragged, n
     pieces, tokens = pieces[keep], tokens[keep]
     order = np.argsort(tokens, kind="stable")
     lengths = np.bincount(tokens, minlength=n_tokens).astype(np.int32)
-    align = Ragged(pieces[order].astype(np.int32), lengths)
+    align = Ragged(cast(Ints1d, pieces[order].astype(np.int32)), cast(Ints1d, lengths))
     missing = np.flatnonzero(bounds.nonempty & (lengths == 0))
     return align, missing

@@ -1,4 +1,4 @@
-"""Loading and saving Hugging Face encoders: plain HF directories, safetensors only, offline-friendly."""
+"""Loading and saving Hugging Face encoders: plain HF directories, safetensors only, offline."""
 
 import importlib
 import os
@@ -81,9 +81,9 @@ def load_tokenizer(name: str, tokenizer_config: dict[str, Any]) -> Any:
         raise ModelLoadError(f"Could not load the tokenizer of '{name}': {err}") from err
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(
-            f"The tokenizer of '{name}' ({type(tokenizer).__name__}) is not a fast (Rust) tokenizer, "
-            "so it gives no character offsets. Use a model with a tokenizer.json, or convert it "
-            "with AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(DIR)."
+            f"The tokenizer of '{name}' ({type(tokenizer).__name__}) is not a fast (Rust) "
+            "tokenizer, so it gives no character offsets. Use a model with a tokenizer.json, or "
+            "convert it: AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(DIR)."
         )
     return tokenizer
 

@@ -74,8 +74,10 @@ def token_tensor(output: DocTransformerOutput, n_tokens: int) -> tuple[np.ndarra
     n_windows = len(ranges)
     if n_windows == 0:
         return tensor, weight
-    leftover = special.reshape(n_windows, -1, width).sum(1) if output.n_special else np.zeros(
-        (n_windows, width), dtype=np.float32
+    leftover = (
+        special.reshape(n_windows, -1, width).sum(1)
+        if output.n_special
+        else np.zeros((n_windows, width), dtype=np.float32)
     )
     left_count = np.full(n_windows, float(output.n_special))
     unaligned = np.flatnonzero(np.bincount(pair_piece, minlength=n_pieces) == 0)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from spacy.tokens import Doc
 from thinc.api import Model, torch2xp, xp2torch
+from thinc.types import Floats2d, Ints1d, Ints2d
 
 from .hf import HFShim, load_hf
 from .output import DocTransformerGradient, DocTransformerOutput
@@ -54,7 +55,10 @@ def TransformerModel(
         )
     if not callable(get_spans):
         raise ValueError(f"get_spans must be a span getter function, got {get_spans!r}.")
-    for key, cfg in (("tokenizer_config", tokenizer_config), ("transformer_config", transformer_config)):
+    for key, cfg in (
+        ("tokenizer_config", tokenizer_config),
+        ("transformer_config", transformer_config),
+    ):
         if not isinstance(cfg, dict):
             raise ValueError(f"{key} must be a dict of keyword arguments, got {cfg!r}.")
     return Model(
@@ -204,9 +208,10 @@ def forward(
         tensors, grad_tensors = [], []
         for batch, streams in kept:
             for i, stream in enumerate(streams):
-                if grads[i] is None:
+                grad = grads[i]
+                if grad is None:
                     continue
-                g_acc, g_special = grads[i]
+                g_acc, g_special = grad
                 g = torch.zeros_like(stream)
                 rows, cols = _t(batch.content_rows, device), _t(batch.content_cols, device)
                 g[rows, cols] = g_acc[_t(batch.content_src, device)]
@@ -228,9 +233,21 @@ def prepare(model: Model, docs: list[Doc]) -> tuple[_Plan, list[np.ndarray]]:
     spans = model.attrs["get_spans"](docs)
     if len(spans) != len(docs):
         raise ValueError(f"The span getter returned {len(spans)} span lists for {len(docs)} docs.")
-    p = plan(docs, pieces_tok.encode_docs(docs, spans), model.attrs["window"], model.attrs["stride"])
+    p = plan(
+        docs, pieces_tok.encode_docs(docs, spans), model.attrs["window"], model.attrs["stride"]
+    )
     lengths = p.ends - p.starts + pieces_tok.template.n_special
     return p, make_batches(lengths, model.attrs["max_batch_pieces"])
+
+
+def iter_inputs(model: Model, docs: list[Doc]) -> list[dict[str, torch.Tensor]]:
+    """The HF model's forward inputs for docs, batch by batch, exactly as forward builds them."""
+    tok = cast(PieceTokenizer, get_shim(model).pieces)
+    p, batches = prepare(model, docs)
+    return [
+        model_inputs(model, build_batch(w, p.starts, p.ends, p.piece_ids, tok.template, tok.pad_id))
+        for w in batches
+    ]
 
 
 def model_inputs(model: Model, batch: WindowBatch) -> dict[str, torch.Tensor]:
@@ -289,8 +306,8 @@ def _split(
     want_hidden: bool,
     vocab: np.ndarray,
 ) -> list[DocTransformerOutput]:
-    acc_xp = [torch2xp(stream) for stream in acc]
-    special_xp = [torch2xp(stream) for stream in special]
+    acc_xp = [cast(Floats2d, torch2xp(stream)) for stream in acc]
+    special_xp = [cast(Floats2d, torch2xp(stream)) for stream in special]
     outputs = []
     for i, doc_pieces in enumerate(p.pieces):
         a, b = int(p.doc_piece_start[i]), int(p.doc_piece_start[i + 1])
@@ -300,12 +317,12 @@ def _split(
         ranges = np.stack([p.starts[wa:wb] - a, p.ends[wa:wb] - a], axis=1)
         outputs.append(
             DocTransformerOutput(
-                piece_ids=doc_pieces.ids,
-                piece_offsets=doc_pieces.offsets,
+                piece_ids=cast(Ints1d, doc_pieces.ids),
+                piece_offsets=cast(Ints2d, doc_pieces.offsets),
                 align=doc_pieces.align,
                 last_hidden_state=hidden[-1],
                 special_hidden_state=specials[-1],
-                window_ranges=ranges,
+                window_ranges=cast(Ints2d, ranges),
                 n_special=n_special,
                 hidden_states=hidden if want_hidden else None,
                 special_hidden_states=specials if want_hidden else None,

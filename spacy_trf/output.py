@@ -39,8 +39,9 @@ class DocTransformerOutput:
 
     def token_pieces(self, i: int) -> np.ndarray:
         """Row indices of the pieces aligned to token ``i``."""
-        starts = np.cumsum(self.align.lengths) - self.align.lengths
-        return self.align.dataXd[starts[i] : starts[i] + self.align.lengths[i]]
+        lengths = np.asarray(self.align.lengths)
+        start = int(lengths[:i].sum())
+        return np.asarray(self.align.dataXd)[start : start + int(lengths[i])]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.vocab import Vocab
-from thinc.api import Model, Optimizer, Config
+from thinc.api import Config, Model, Optimizer
 
 from .hooks import AnnotationSetter
 from .model import check_window, get_shim
@@ -87,8 +87,14 @@ class Transformer(TrainablePipe):
         max_batch_pieces: int = 8192,
         frozen: bool = False,
     ) -> None:
-        if not isinstance(max_batch_pieces, int) or isinstance(max_batch_pieces, bool) or max_batch_pieces < 1:
-            raise ValueError(f"max_batch_pieces must be a positive integer, got {max_batch_pieces!r}.")
+        if (
+            not isinstance(max_batch_pieces, int)
+            or isinstance(max_batch_pieces, bool)
+            or max_batch_pieces < 1
+        ):
+            raise ValueError(
+                f"max_batch_pieces must be a positive integer, got {max_batch_pieces!r}."
+            )
         if not callable(set_extra_annotations):
             raise ValueError(
                 "set_extra_annotations must be an annotation setter, e.g. "
@@ -115,7 +121,10 @@ class Transformer(TrainablePipe):
         self.set_extra_annotations(docs, outputs)
 
     def initialize(
-        self, get_examples: Callable[[], Iterable[Example]] | None = None, *, nlp: Language | None = None
+        self,
+        get_examples: Callable[[], Iterable[Example]] | None = None,
+        *,
+        nlp: Language | None = None,
     ) -> None:
         """Load the encoder named in the config (from the hub cache or a local directory)."""
         self.model.initialize()
@@ -150,14 +159,20 @@ class Transformer(TrainablePipe):
         util.to_disk(path, serialize, exclude)
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> "Transformer":
+        def load_vocab(p: Path) -> None:
+            self.vocab.from_disk(p, exclude=exclude)
+
+        def load_model(p: Path) -> None:
+            get_shim(self.model).from_disk(p)
+
         def load_cfg(p: Path) -> None:
             self.cfg.update(srsly.read_json(p))
             self.model.attrs["max_batch_pieces"] = self.cfg["max_batch_pieces"]
 
-        deserialize = {
-            "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
+        deserialize: dict[str, Callable[[Path], None]] = {
+            "vocab": load_vocab,
             "cfg": load_cfg,
-            "model": lambda p: get_shim(self.model).from_disk(p),
+            "model": load_model,
         }
         util.from_disk(path, deserialize, exclude)
         check_window(self.model)

@@ -1,7 +1,7 @@
 """Function registries of spacy-trf, shared with spaCy's config system.
 
-Configs refer to entries with ``@span_getters`` and ``@annotation_setters``; users add their own with
-``@spacy_trf.registry.span_getters("my_spans")``.
+Configs refer to entries with ``@span_getters`` and ``@annotation_setters``; users add their own
+with ``@spacy_trf.registry.span_getters("my_spans")``.
 """
 
 from typing import Any

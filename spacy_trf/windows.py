@@ -14,7 +14,9 @@ from .align import expand_ranges
 from .pieces import SpecialTemplate
 
 
-def make_windows(span_lengths: np.ndarray, window: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+def make_windows(
+    span_lengths: np.ndarray, window: int, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Window [start, end) ranges, in piece indices of the concatenated spans, in order."""
     span_lengths = np.asarray(span_lengths, dtype=np.int64)
     offsets = np.cumsum(span_lengths) - span_lengths

@@ -69,4 +69,6 @@ def nlp(nlp_factory: Callable[..., spacy.Language], family: str) -> spacy.Langua
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("SPACY_TRF_DATA", Path(__file__).parent.parent.parent / "shared" / "data"))
+    return Path(
+        os.environ.get("SPACY_TRF_DATA", Path(__file__).parent.parent.parent / "shared" / "data")
+    )

@@ -82,7 +82,9 @@ def test_whitespace_mask_matches_isspace() -> None:
     st.integers(1, 130),
     st.data(),
 )
-def test_windows_cover_every_piece_within_spans(spans: list[int], window: int, data: st.DataObject) -> None:
+def test_windows_cover_every_piece_within_spans(
+    spans: list[int], window: int, data: st.DataObject
+) -> None:
     stride = data.draw(st.integers(1, window))
     starts, ends = make_windows(np.asarray(spans), window, stride)
     assert np.all(ends - starts <= window) and np.all(ends > starts)

@@ -53,7 +53,9 @@ def test_sentence_alignment(nlp: spacy.Language, family: str) -> None:
             piece = doc.text[a:b]
             a += len(piece) - len(piece.lstrip())
             b -= len(piece) - len(piece.rstrip())
-            assert a < tok.idx + len(tok) and b > tok.idx, f"{piece!r} does not overlap {tok.text!r}"
+            assert a < tok.idx + len(tok) and b > tok.idx, (
+                f"{piece!r} does not overlap {tok.text!r}"
+            )
             covered[max(a - tok.idx, 0) : max(b - tok.idx, 0)] = True
         assert covered.all(), f"the pieces of {tok.text!r} do not cover it ({family})"
     # Where the "+1 trailing char" rule of other libraries goes wrong: a piece that carries the
@@ -61,7 +63,9 @@ def test_sentence_alignment(nlp: spacy.Language, family: str) -> None:
     by_text = {t.text: t.i for t in doc}
     for word in ("with", "the", "rookie"):
         before = doc[by_text[word] - 1]
-        after_pieces = [doc.text[a:b] for a, b in out.piece_offsets[out.token_pieces(before.i)].tolist()]
+        after_pieces = [
+            doc.text[a:b] for a, b in out.piece_offsets[out.token_pieces(before.i)].tolist()
+        ]
         assert not any(word in p for p in after_pieces), (family, before.text, after_pieces)
     assert "".join(piece_spans(doc, by_text["9.11"])).replace(" ", "") == "9.11"
     if family == "bert":
@@ -129,12 +133,15 @@ def test_batching_does_not_change_results(nlp_factory: NLPFactory) -> None:
     small = nlp_factory("roberta", model={"window": 32, "stride": 24}, max_batch_pieces=40)
     for a, b in zip(big.pipe(texts), small.pipe(texts), strict=True):
         np.testing.assert_allclose(a._.trf.last_hidden_state, b._.trf.last_hidden_state, atol=1e-5)
-        np.testing.assert_allclose(a._.trf.special_hidden_state, b._.trf.special_hidden_state, atol=1e-5)
+        np.testing.assert_allclose(
+            a._.trf.special_hidden_state, b._.trf.special_hidden_state, atol=1e-5
+        )
 
 
 def test_hidden_states_and_attentions(nlp_factory: NLPFactory, family: str) -> None:
     nlp = nlp_factory(
-        family, model={"output_hidden_states": True, "output_attentions": True, "window": 20, "stride": 15}
+        family,
+        model={"output_hidden_states": True, "output_attentions": True, "window": 20, "stride": 15},
     )
     hf_model, _ = hf_parts(nlp)
     doc = nlp(SENTENCE)
@@ -171,8 +178,10 @@ def test_vector_is_mean_pooling_and_similarity_ranks(nlp_factory: NLPFactory) ->
     np.testing.assert_allclose(doc.vector, full.mean(0).numpy(), atol=1e-5)
     assert doc.has_vector and doc[0].has_vector and doc[:3].has_vector
     assert doc[0].vector.shape == doc[1:4].vector.shape == (384,)
-    cat, dog, stock = nlp("A cat sleeps on the sofa."), nlp("A dog naps on the couch."), nlp(
-        "Shares fell as bond yields rose."
+    cat, dog, stock = (
+        nlp("A cat sleeps on the sofa."),
+        nlp("A dog naps on the couch."),
+        nlp("Shares fell as bond yields rose."),
     )
     assert cat.similarity(dog) > cat.similarity(stock) + 0.2
     assert cat[1].similarity(dog[1]) > cat[1].similarity(stock[0])
@@ -184,7 +193,12 @@ def test_sent_spans_windows_stay_within_sentences(model_dirs: dict[str, str]) ->
     nlp.add_pipe("sentencizer")
     nlp.add_pipe(
         "trf",
-        config={"model": {"name": model_dirs["roberta"], "get_spans": {"@span_getters": "spacy-trf.sent_spans.v1"}}},
+        config={
+            "model": {
+                "name": model_dirs["roberta"],
+                "get_spans": {"@span_getters": "spacy-trf.sent_spans.v1"},
+            }
+        },
     )
     nlp.initialize()
     doc = nlp("First sentence here. Second one is a bit longer! And a third?")
@@ -192,14 +206,21 @@ def test_sent_spans_windows_stay_within_sentences(model_dirs: dict[str, str]) ->
     assert len(out.window_ranges) == len(list(doc.sents)) == 3
     for sent, (a, b) in zip(doc.sents, out.window_ranges.tolist(), strict=True):
         starts = out.piece_offsets[a:b, 0]
-        assert starts.min() >= sent.start_char - 1 and out.piece_offsets[a:b, 1].max() <= sent.end_char
+        assert (
+            starts.min() >= sent.start_char - 1 and out.piece_offsets[a:b, 1].max() <= sent.end_char
+        )
 
 
 def test_sent_spans_without_boundaries_is_a_clear_error(model_dirs: dict[str, str]) -> None:
     nlp = spacy.blank("en")
     nlp.add_pipe(
         "trf",
-        config={"model": {"name": model_dirs["roberta"], "get_spans": {"@span_getters": "spacy-trf.sent_spans.v1"}}},
+        config={
+            "model": {
+                "name": model_dirs["roberta"],
+                "get_spans": {"@span_getters": "spacy-trf.sent_spans.v1"},
+            }
+        },
     )
     nlp.initialize()
     with pytest.raises(ValueError, match="sentencizer"):
@@ -210,13 +231,22 @@ def test_custom_span_getter_from_registry(model_dirs: dict[str, str]) -> None:
     @spacy_trf.registry.span_getters("test-halves.v1")
     def configure_halves() -> Callable[[list[Doc]], list[list]]:
         def get_halves(docs: list[Doc]) -> list[list]:
-            return [[doc[: len(doc) // 2], doc[len(doc) // 2 :]] if len(doc) > 1 else [doc[:]] for doc in docs]
+            return [
+                [doc[: len(doc) // 2], doc[len(doc) // 2 :]] if len(doc) > 1 else [doc[:]]
+                for doc in docs
+            ]
 
         return get_halves
 
     nlp = spacy.blank("en")
     nlp.add_pipe(
-        "trf", config={"model": {"name": model_dirs["roberta"], "get_spans": {"@span_getters": "test-halves.v1"}}}
+        "trf",
+        config={
+            "model": {
+                "name": model_dirs["roberta"],
+                "get_spans": {"@span_getters": "test-halves.v1"},
+            }
+        },
     )
     nlp.initialize()
     doc = nlp(SENTENCE)
@@ -228,5 +258,9 @@ def test_special_template_comes_from_tokenizer(nlp: spacy.Language, family: str)
     shim = get_shim(nlp.get_pipe("trf").model)
     tok = shim.tokenizer
     template = shim.pieces.template
-    assert template.prefix_ids.tolist() == [tok.cls_token_id if family == "bert" else tok.bos_token_id]
-    assert template.suffix_ids.tolist() == [tok.sep_token_id if family == "bert" else tok.eos_token_id]
+    assert template.prefix_ids.tolist() == [
+        tok.cls_token_id if family == "bert" else tok.bos_token_id
+    ]
+    assert template.suffix_ids.tolist() == [
+        tok.sep_token_id if family == "bert" else tok.eos_token_id
+    ]

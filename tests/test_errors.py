@@ -53,7 +53,9 @@ def test_many_docs_in_one_call(nlp: spacy.Language) -> None:
 def test_million_word_doc(model_dirs: dict[str, str]) -> None:
     nlp = make_nlp(model_dirs["roberta"])
     nlp.max_length = 10**8
-    words = ("The quick brown fox , jumps over the lazy dog ' s back ." * 80_000).split(" ")[:1_000_000]
+    words = ("The quick brown fox , jumps over the lazy dog ' s back ." * 80_000).split(" ")[
+        :1_000_000
+    ]
     doc = nlp(" ".join(words))
     out = doc._.trf
     assert len(doc) >= 1_000_000
@@ -106,7 +108,9 @@ def test_slow_tokenizer_is_refused() -> None:
         ({"model": {"tokenizer_config": "fast"}}, "tokenizer_config"),
     ],
 )
-def test_wrong_config_values_are_clear(model_dirs: dict[str, str], config: dict, match: str) -> None:
+def test_wrong_config_values_are_clear(
+    model_dirs: dict[str, str], config: dict, match: str
+) -> None:
     with pytest.raises((ValueError, ConfigValidationError), match=match):
         make_nlp(model_dirs["roberta"], **config)
 
