@@ -1,9 +1,13 @@
 """Data classes for the encoder's per-Doc output (``doc._.trf``) and its gradients."""
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
+import srsly
 from thinc.types import Floats2d, Floats4d, Ints1d, Ints2d, Ragged
+from thinc.util import to_numpy
 
 
 @dataclass
@@ -51,3 +55,37 @@ class DocTransformerGradient:
     d_last_hidden_state: Floats2d | None = None
     d_hidden_states: list[Floats2d | None] | None = None
     d_special_hidden_state: Floats2d | None = None
+
+
+_MARKER = "__spacy_trf.DocTransformerOutput__"
+
+
+def _encode_output(obj: Any, chain: Callable[[Any], Any] | None = None) -> Any:
+    """msgpack encoder, so Docs with ``doc._.trf`` survive to_bytes, DocBin and n_process > 1."""
+    if not isinstance(obj, DocTransformerOutput):
+        return obj if chain is None else chain(obj)
+    data = {f.name: getattr(obj, f.name) for f in fields(obj) if f.name not in ("align", "vocab")}
+    data = {k: to_numpy(v) if hasattr(v, "shape") else v for k, v in data.items()}
+    for key in ("hidden_states", "special_hidden_states", "attentions"):
+        if data[key] is not None:
+            data[key] = [to_numpy(x) for x in data[key]]
+    data["align_data"] = to_numpy(obj.align.dataXd)
+    data["align_lengths"] = to_numpy(obj.align.lengths)
+    data["piece_texts"] = obj.piece_texts
+    return {_MARKER: data}
+
+
+def _decode_output(obj: Any, chain: Callable[[Any], Any] | None = None) -> Any:
+    if not (isinstance(obj, dict) and _MARKER in obj):
+        return obj if chain is None else chain(obj)
+    data = dict(obj[_MARKER])
+    align = Ragged(data.pop("align_data"), data.pop("align_lengths"))
+    texts = data.pop("piece_texts")
+    ids = np.asarray(data["piece_ids"], dtype=np.int64)
+    vocab = np.empty(int(ids.max()) + 1 if len(ids) else 0, dtype=object)
+    vocab[ids] = texts
+    return DocTransformerOutput(align=align, vocab=vocab, **data)
+
+
+srsly.msgpack_encoders.register("spacy_trf.output", func=_encode_output)
+srsly.msgpack_decoders.register("spacy_trf.output", func=_decode_output)

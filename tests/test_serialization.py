@@ -1,6 +1,7 @@
 """Save / load: plain HF directories, safetensors only, no network, no original model path."""
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,20 @@ def test_load_from_disk_of_missing_dir_is_clear(model_dirs: dict[str, str], tmp_
     shutil.rmtree(tmp_path / "p" / "trf" / "model")
     with pytest.raises(OSError, match="does not exist|model"):
         spacy.load(tmp_path / "p")
+
+
+def test_docs_with_outputs_serialize(nlp_factory: Callable[..., spacy.Language]) -> None:
+    from spacy.tokens import Doc, DocBin
+
+    nlp = nlp_factory("roberta", model={"output_hidden_states": True})
+    doc = nlp("Docs with encoder outputs travel between processes. " * 5)
+    restored = Doc(nlp.vocab).from_bytes(doc.to_bytes())
+    a, b = doc._.trf, restored._.trf
+    np.testing.assert_array_equal(a.last_hidden_state, b.last_hidden_state)
+    np.testing.assert_array_equal(a.align.dataXd, b.align.dataXd)
+    np.testing.assert_array_equal(a.align.lengths, b.align.lengths)
+    assert a.piece_texts == b.piece_texts and a.n_special == b.n_special
+    assert len(b.hidden_states) == len(a.hidden_states)
+    bin_ = DocBin(store_user_data=True, docs=[doc])
+    again = list(DocBin().from_bytes(bin_.to_bytes()).get_docs(nlp.vocab))[0]
+    np.testing.assert_array_equal(again._.trf.special_hidden_state, a.special_hidden_state)
