@@ -48,25 +48,37 @@ def make_nlp(model_path: str) -> spacy.Language:
     return nlp
 
 
-def time_pipe(nlp: spacy.Language, texts: list[str]) -> float:
-    start = time.perf_counter()
-    for _ in nlp.pipe(texts, batch_size=64):
-        pass
-    return time.perf_counter() - start
+def time_chunks(
+    nlp: spacy.Language, texts: list[str], chunk: int = 64
+) -> tuple[float, float, float]:
+    """Seconds for nlp.pipe, for the raw HF forward on the identical batches, and for building
+    those batches (tokenize, align, window, pad) without the forward.
 
-
-def time_raw(nlp: spacy.Language, texts: list[str]) -> float:
+    Each chunk of docs is one nlp.pipe batch; pipe and raw alternate chunk by chunk in ABBA order,
+    so that drift in machine speed hits both alike.
+    """
     model = cast(Transformer, nlp.get_pipe("trf")).model
     hf_model = get_shim(model)._model
-    hf_model.eval()
-    inputs = []
-    for i in range(0, len(texts), 64):  # the same calls nlp.pipe makes
-        inputs.extend(iter_inputs(model, [nlp.make_doc(t) for t in texts[i : i + 64]]))
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for x in inputs:
-            hf_model(**x)
-    return time.perf_counter() - start
+    pipe_s = raw_s = prep_s = 0.0
+    for k, i in enumerate(range(0, len(texts), chunk)):
+        part = texts[i : i + chunk]
+        docs = [nlp.make_doc(t) for t in part]
+        start = time.perf_counter()
+        inputs = iter_inputs(model, docs)
+        prep_s += time.perf_counter() - start
+        for which in ("pipe", "raw") if k % 2 == 0 else ("raw", "pipe"):
+            start = time.perf_counter()
+            if which == "pipe":
+                for _ in nlp.pipe(part, batch_size=chunk):
+                    pass
+                pipe_s += time.perf_counter() - start
+            else:
+                hf_model.eval()
+                with torch.inference_mode():
+                    for x in inputs:
+                        hf_model(**x)
+                raw_s += time.perf_counter() - start
+    return pipe_s, raw_s, prep_s
 
 
 def memory_child(model_path: str, data: Path, n_words: int) -> None:
@@ -101,13 +113,11 @@ def main() -> None:
     texts = ewt_texts(args.data)
     nlp = make_nlp(model_path)
     n_words = sum(len(nlp.make_doc(t)) for t in texts)
-    time_pipe(nlp, texts[:64])  # warm-up
-    pipe_s, raw_s = [], []
-    for _ in range(args.repeats):  # interleaved, so machine noise hits both alike
-        pipe_s.append(time_pipe(nlp, texts))
-        raw_s.append(time_raw(nlp, texts))
-    pipe_wps = n_words / statistics.median(pipe_s)
-    raw_wps = n_words / statistics.median(raw_s)
+    time_chunks(nlp, texts[:64])  # warm-up
+    runs = [time_chunks(nlp, texts) for _ in range(args.repeats)]
+    pipe_wps = n_words / statistics.median(r[0] for r in runs)
+    raw_wps = n_words / statistics.median(r[1] for r in runs)
+    prep_wps = n_words / statistics.median(r[2] for r in runs)
     trf = cast(Transformer, nlp.get_pipe("trf")).model.attrs
     print(
         f"EWT dev: {len(texts)} docs, {n_words} words; MiniLM-L6; {args.threads} threads; "
@@ -118,6 +128,7 @@ def main() -> None:
     print("|---|---:|---:|")
     print(f"| raw HF forward, identical windows | {raw_wps:,.0f} | 1.00 |")
     print(f"| spacy-trf nlp.pipe (trf only) | {pipe_wps:,.0f} | {pipe_wps / raw_wps:.3f} |")
+    print(f"| (spacy-trf input preparation alone, no forward) | {prep_wps:,.0f} | |")
 
     if args.words:
         cmd = [

@@ -43,9 +43,9 @@ def whitespace_mask(text: str) -> np.ndarray:
     return (cps < _WS_LIMIT) & _IS_WS[np.minimum(cps, _WS_LIMIT - 1)]
 
 
-def token_bounds(doc: Doc) -> TokenBounds:
-    """Compute the stripped token ranges and strip tables of a doc."""
-    is_ws = whitespace_mask(doc.text)
+def token_bounds(doc: Doc, text: str | None = None) -> TokenBounds:
+    """Compute the stripped token ranges and strip tables of a doc (whose text may be given)."""
+    is_ws = whitespace_mask(doc.text if text is None else text)
     n = len(is_ws)
     positions = np.arange(n, dtype=np.int64)
     next_char = np.empty(n + 1, dtype=np.int64)

@@ -179,18 +179,19 @@ def forward(
     attentions: list[Any] = [None] * n_windows if want_attn else []
     kept: list[tuple[WindowBatch, list[torch.Tensor]]] = []
 
+    # Only pass flags that are on: an explicit False costs time in some transformers models.
+    flags = {"output_hidden_states": True} if want_hidden else {}
+    if want_attn:
+        flags["output_attentions"] = True
+    if not getattr(hf_model.config, "return_dict", True):
+        flags["return_dict"] = True
     hf_model.train(is_train)
     for windows in batches:
         batch = build_batch(
             windows, p.starts, p.ends, p.piece_ids, pieces_tok.template, pieces_tok.pad_id
         )
         with torch.set_grad_enabled(is_train), torch.inference_mode(not is_train):
-            out = hf_model(
-                **model_inputs(model, batch),
-                output_hidden_states=want_hidden,
-                output_attentions=want_attn,
-                return_dict=True,
-            )
+            out = hf_model(**model_inputs(model, batch), **flags)
         streams = list(out.hidden_states) if want_hidden else [out.last_hidden_state]
         if is_train:
             kept.append((batch, streams))

@@ -94,21 +94,30 @@ class PieceTokenizer:
 
     def encode_docs(self, docs: list[Doc], spans: list[list[Span]]) -> list[DocPieces]:
         """Tokenize all spans of all docs in one batched call and align pieces to tokens."""
-        texts = [span.text for doc_spans in spans for span in doc_spans]
+        doc_texts = [doc.text for doc in docs]  # Doc.text is rebuilt on every access
+        texts = [
+            text[span.start_char : span.end_char]
+            for text, doc_spans in zip(doc_texts, spans, strict=True)
+            for span in doc_spans
+        ]
         encoded = iter(self.encode_texts(texts))
         result = []
-        for doc, doc_spans in zip(docs, spans, strict=True):
+        for doc, text, doc_spans in zip(docs, doc_texts, spans, strict=True):
             span_pieces = []
             for span in doc_spans:
                 ids, offsets = next(encoded)
                 span_pieces.append((ids, offsets + span.start_char))
-            result.append(self._doc_pieces(doc, doc_spans, span_pieces))
+            result.append(self._doc_pieces(doc, text, doc_spans, span_pieces))
         return result
 
     def _doc_pieces(
-        self, doc: Doc, spans: list[Span], span_pieces: list[tuple[np.ndarray, np.ndarray]]
+        self,
+        doc: Doc,
+        text: str,
+        spans: list[Span],
+        span_pieces: list[tuple[np.ndarray, np.ndarray]],
     ) -> DocPieces:
-        bounds = token_bounds(doc)
+        bounds = token_bounds(doc, text)
         pieces = _concat(span_pieces)
         align, missing = align_doc(pieces[1], bounds)
         if len(missing) and self.unk_id is not None:

@@ -32,9 +32,12 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
 
 
-def make_nlp(path: str, **config: Any) -> spacy.Language:
-    """A blank English pipeline with a trf component over the model at ``path``."""
+def make_nlp(path: str, before: tuple[str, ...] = (), **config: Any) -> spacy.Language:
+    """A blank English pipeline with a trf component over the model at ``path``, after the
+    components named in ``before``."""
     nlp = spacy.blank("en")
+    for name in before:
+        nlp.add_pipe(name)
     model_cfg = {"name": path, **config.pop("model", {})}
     nlp.add_pipe("trf", config={"model": model_cfg, **config})
     nlp.initialize()

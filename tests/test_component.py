@@ -13,6 +13,8 @@ from spacy.tokens import Doc
 import spacy_trf
 from spacy_trf.model import get_shim
 
+from .conftest import make_nlp
+
 SENTENCE = (
     "Laced with dreams-dripping in reality, the American Dream reignites after 9.11 with a true "
     "story about the Devil Ray's mid-life rookie, Jimmy Morris."
@@ -188,19 +190,11 @@ def test_vector_is_mean_pooling_and_similarity_ranks(nlp_factory: NLPFactory) ->
     assert -1.0 <= doc[0:4].similarity(doc[5]) <= 1.0
 
 
+SENT_SPANS = {"get_spans": {"@span_getters": "spacy-trf.sent_spans.v1"}}
+
+
 def test_sent_spans_windows_stay_within_sentences(model_dirs: dict[str, str]) -> None:
-    nlp = spacy.blank("en")
-    nlp.add_pipe("sentencizer")
-    nlp.add_pipe(
-        "trf",
-        config={
-            "model": {
-                "name": model_dirs["roberta"],
-                "get_spans": {"@span_getters": "spacy-trf.sent_spans.v1"},
-            }
-        },
-    )
-    nlp.initialize()
+    nlp = make_nlp(model_dirs["roberta"], before=("sentencizer",), model=SENT_SPANS)
     doc = nlp("First sentence here. Second one is a bit longer! And a third?")
     out = doc._.trf
     assert len(out.window_ranges) == len(list(doc.sents)) == 3
@@ -212,17 +206,7 @@ def test_sent_spans_windows_stay_within_sentences(model_dirs: dict[str, str]) ->
 
 
 def test_sent_spans_without_boundaries_is_a_clear_error(model_dirs: dict[str, str]) -> None:
-    nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "trf",
-        config={
-            "model": {
-                "name": model_dirs["roberta"],
-                "get_spans": {"@span_getters": "spacy-trf.sent_spans.v1"},
-            }
-        },
-    )
-    nlp.initialize()
+    nlp = make_nlp(model_dirs["roberta"], model=SENT_SPANS)
     with pytest.raises(ValueError, match="sentencizer"):
         nlp("No boundaries here.")
 
@@ -238,17 +222,7 @@ def test_custom_span_getter_from_registry(model_dirs: dict[str, str]) -> None:
 
         return get_halves
 
-    nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "trf",
-        config={
-            "model": {
-                "name": model_dirs["roberta"],
-                "get_spans": {"@span_getters": "test-halves.v1"},
-            }
-        },
-    )
-    nlp.initialize()
+    nlp = make_nlp(model_dirs["roberta"], model={"get_spans": {"@span_getters": "test-halves.v1"}})
     doc = nlp(SENTENCE)
     assert len(doc._.trf.window_ranges) == 2
     assert all(doc._.trf.align.lengths[[not t.is_space for t in doc]] > 0)
