@@ -201,7 +201,8 @@ def forward(
                 _collect_attentions(batch, windows, out.attentions, n_special, attentions)
 
     counts = torch.from_numpy(p.counts).to(device=device, dtype=acc.dtype).clamp_(min=1)
-    acc /= counts[None, :, None]
+    if len(p.counts) and p.counts.max() > 1:
+        acc /= counts[None, :, None]
     outputs = _split(p, acc, special, attentions, n_special, want_hidden, pieces_tok.vocab)
 
     def backprop(d_outputs: list[DocTransformerGradient]) -> list:
@@ -214,11 +215,12 @@ def forward(
                     continue
                 g_acc, g_special = grad
                 g = torch.zeros_like(stream)
-                rows, cols = _t(batch.content_rows, device), _t(batch.content_cols, device)
-                g[rows, cols] = g_acc[_t(batch.content_src, device)]
+                g_rows = g.view(-1, g.shape[-1])
+                src = g_acc.index_select(0, _t(batch.content_src, device))
+                g_rows.index_copy_(0, _t(batch.content_flat, device), src.to(g.dtype))
                 if g_special is not None:
-                    s_rows, s_cols = _t(batch.special_rows, device), _t(batch.special_cols, device)
-                    g[s_rows, s_cols] = g_special[_t(batch.special_dst, device)]
+                    s_src = g_special.index_select(0, _t(batch.special_dst, device))
+                    g_rows.index_copy_(0, _t(batch.special_flat, device), s_src.to(g.dtype))
                 tensors.append(stream)
                 grad_tensors.append(g)
         if tensors:
@@ -275,14 +277,12 @@ def _scatter(
     special: torch.Tensor,
     device: torch.device,
 ) -> None:
-    rows, cols = _t(batch.content_rows, device), _t(batch.content_cols, device)
-    src = _t(batch.content_src, device)
-    s_rows, s_cols = _t(batch.special_rows, device), _t(batch.special_cols, device)
-    dst = _t(batch.special_dst, device)
+    flat, src = _t(batch.content_flat, device), _t(batch.content_src, device)
+    s_flat, dst = _t(batch.special_flat, device), _t(batch.special_dst, device)
     for i, stream in enumerate(streams):
-        stream = stream.detach().float()
-        acc[i].index_add_(0, src, stream[rows, cols])
-        special[i][dst] = stream[s_rows, s_cols]
+        rows = stream.detach().float().reshape(-1, stream.shape[-1])
+        acc[i].index_add_(0, src, rows.index_select(0, flat))
+        special[i].index_copy_(0, dst, rows.index_select(0, s_flat))
 
 
 def _collect_attentions(

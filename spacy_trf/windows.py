@@ -64,6 +64,15 @@ class WindowBatch:
     special_cols: np.ndarray  # (m,) column of each special token
     special_dst: np.ndarray  # (m,) global special-row index (window-major)
 
+    @property
+    def content_flat(self) -> np.ndarray:
+        """Content positions as row indices into the (B * L, width) flattened output."""
+        return self.content_rows * self.input_ids.shape[1] + self.content_cols
+
+    @property
+    def special_flat(self) -> np.ndarray:
+        return self.special_rows * self.input_ids.shape[1] + self.special_cols
+
 
 def build_batch(
     windows: np.ndarray,

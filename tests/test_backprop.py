@@ -1,0 +1,90 @@
+"""Backprop through windows: gradients split over overlapping windows like the outputs."""
+
+from collections.abc import Callable
+
+import numpy as np
+import spacy
+import torch
+
+from spacy_trf import DocTransformerGradient
+from spacy_trf.model import get_shim
+
+TEXTS = [
+    "Gradients must reach every window of a long document. " * 4,
+    "A short one.",
+    "Overlapping windows share pieces, and each shared piece gets its gradient split. " * 2,
+]
+
+
+def reference_grads(
+    hf: torch.nn.Module, docs: list, d_last: list, d_special: list, d_layer: list, layer: int
+) -> dict[str, torch.Tensor]:
+    """Param grads of sum(out * d) computed with plain autograd, window by window."""
+    hf.zero_grad()
+    loss = torch.zeros(())
+    for doc, g_last, g_special, g_layer in zip(docs, d_last, d_special, d_layer, strict=True):
+        out = doc._.trf
+        ids = torch.from_numpy(out.piece_ids)
+        n = len(ids)
+        total = torch.zeros((n, out.width))
+        total_layer = torch.zeros((n, out.width))
+        count = torch.zeros(n)
+        specials = []
+        for a, b in out.window_ranges.tolist():
+            window = torch.cat([torch.tensor([0]), ids[a:b], torch.tensor([2])])[None]
+            res = hf(window, output_hidden_states=True)
+            total[a:b] += res.last_hidden_state[0, 1:-1]
+            total_layer[a:b] += res.hidden_states[layer][0, 1:-1]
+            count[a:b] += 1
+            specials.extend([res.last_hidden_state[0, 0], res.last_hidden_state[0, -1]])
+        loss = loss + (total / count[:, None] * torch.from_numpy(g_last)).sum()
+        loss = loss + (total_layer / count[:, None] * torch.from_numpy(g_layer)).sum()
+        if specials:
+            loss = loss + (torch.stack(specials) * torch.from_numpy(g_special)).sum()
+    loss.backward()
+    return {k: p.grad.clone() for k, p in hf.named_parameters() if p.grad is not None}
+
+
+def test_backprop_matches_autograd_over_windows(nlp_factory: Callable[..., spacy.Language]) -> None:
+    nlp = nlp_factory("roberta", model={"window": 16, "stride": 10, "output_hidden_states": True})
+    model = nlp.get_pipe("trf").model
+    hf = get_shim(model)._model
+    for module in hf.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    docs = [nlp.make_doc(t) for t in TEXTS]
+    outputs, backprop = model.begin_update(docs)
+    for doc, out in zip(docs, outputs, strict=True):
+        doc._.trf = out
+    rng = np.random.default_rng(0)
+    d_last = [rng.normal(size=o.last_hidden_state.shape).astype("f") for o in outputs]
+    d_special = [rng.normal(size=o.special_hidden_state.shape).astype("f") for o in outputs]
+    layer = 1
+    d_layer = [rng.normal(size=o.last_hidden_state.shape).astype("f") for o in outputs]
+    n_streams = len(outputs[0].hidden_states)
+    grads = [
+        DocTransformerGradient(
+            d_last_hidden_state=g,
+            d_special_hidden_state=s,
+            d_hidden_states=[gl if i == layer else None for i in range(n_streams)],
+        )
+        for g, s, gl in zip(d_last, d_special, d_layer, strict=True)
+    ]
+    hf.zero_grad()
+    assert backprop(grads) == []
+    ours = {k: p.grad.clone() for k, p in hf.named_parameters() if p.grad is not None}
+    expected = reference_grads(hf, docs, d_last, d_special, d_layer, layer)
+    assert ours.keys() == expected.keys() and len(ours) > 10
+    for key, grad in expected.items():
+        torch.testing.assert_close(ours[key], grad, atol=1e-4, rtol=1e-3, msg=key)
+    assert any(len(o.window_ranges) > 2 for o in outputs)
+
+
+def test_no_gradient_means_no_backward(nlp_factory: Callable[..., spacy.Language]) -> None:
+    nlp = nlp_factory("roberta", model={"window": 16, "stride": 10})
+    model = nlp.get_pipe("trf").model
+    hf = get_shim(model)._model
+    hf.zero_grad()
+    _, backprop = model.begin_update([nlp.make_doc(t) for t in TEXTS])
+    backprop([DocTransformerGradient() for _ in TEXTS])
+    assert all(p.grad is None or not p.grad.any() for p in hf.parameters())
