@@ -113,3 +113,56 @@ def test_batches_respect_padded_budget(lengths: list[int], budget: int) -> None:
         assert len(batch) == 1 or arr[batch].max() * len(batch) <= budget
     flat = arr[seen] if len(seen) else arr
     assert np.all(np.diff(flat) <= 0), "windows are not sorted by length"
+
+
+def test_special_template_read_from_tokenizer_xlnet_style() -> None:
+    """Class token at the end with its own type id, as XLNet does: read, never hard-coded."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from spacy_trf.pieces import PieceTokenizer
+
+    vocab = {"<unk>": 0, "<sep>": 1, "<cls>": 2, "<pad>": 3, "hello": 4, "world": 5}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A:0 <sep>:0 <cls>:2", special_tokens=[("<sep>", 1), ("<cls>", 2)]
+    )
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>")
+    pieces = PieceTokenizer(tok)
+    template = pieces.template
+    assert template.prefix_ids.tolist() == []
+    assert template.suffix_ids.tolist() == [1, 2]
+    assert template.suffix_type_ids.tolist() == [0, 2]
+    assert template.content_type_id == 0
+    assert pieces.pad_id == 3 and pieces.unk_id == 0
+    ((ids, offsets),) = pieces.encode_texts(["hello  world"])
+    assert ids.tolist() == [4, 5] and offsets.tolist() == [[0, 5], [7, 12]]
+
+
+def test_build_batch_places_specials_and_padding() -> None:
+    from spacy_trf.pieces import SpecialTemplate
+    from spacy_trf.windows import build_batch
+
+    template = SpecialTemplate(
+        prefix_ids=np.asarray([101]),
+        suffix_ids=np.asarray([102, 103]),
+        prefix_type_ids=np.asarray([0]),
+        suffix_type_ids=np.asarray([0, 2]),
+        content_type_id=0,
+    )
+    piece_ids = np.arange(10, 20)
+    starts, ends = np.asarray([0, 3]), np.asarray([3, 8])
+    batch = build_batch(np.asarray([1, 0]), starts, ends, piece_ids, template, pad_id=0)
+    assert batch.input_ids.tolist() == [
+        [101, 13, 14, 15, 16, 17, 102, 103],
+        [101, 10, 11, 12, 102, 103, 0, 0],
+    ]
+    assert batch.token_type_ids.tolist() == [[0, 0, 0, 0, 0, 0, 0, 2], [0, 0, 0, 0, 0, 2, 0, 0]]
+    assert batch.attention_mask.tolist() == [[1] * 8, [1] * 6 + [0, 0]]
+    flat = batch.input_ids.reshape(-1)
+    assert flat[batch.content_flat].tolist() == piece_ids[batch.content_src].tolist()
+    # Special rows land window-major: window w's specials at w * 3 .. w * 3 + 2.
+    order = np.argsort(batch.special_dst)
+    assert batch.special_dst[order].tolist() == [0, 1, 2, 3, 4, 5]
+    assert flat[batch.special_flat[order]].tolist() == [101, 102, 103] * 2
