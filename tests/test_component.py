@@ -238,3 +238,21 @@ def test_special_template_comes_from_tokenizer(nlp: spacy.Language, family: str)
     assert template.suffix_ids.tolist() == [
         tok.sep_token_id if family == "bert" else tok.eos_token_id
     ]
+
+
+def test_span_getter_may_skip_tokens(model_dirs: dict[str, str]) -> None:
+    @spacy_trf.registry.span_getters("test-first-half.v1")
+    def configure_first_half() -> Callable[[list[Doc]], list[list]]:
+        def get_first_half(docs: list[Doc]) -> list[list]:
+            return [[doc[: len(doc) // 2]] if len(doc) > 1 else [] for doc in docs]
+
+        return get_first_half
+
+    nlp = make_nlp(
+        model_dirs["roberta"], model={"get_spans": {"@span_getters": "test-first-half.v1"}}
+    )
+    doc = nlp(SENTENCE)
+    lengths = doc._.trf.align.lengths
+    half = len(doc) // 2
+    assert (lengths[:half] > 0).all() and (lengths[half:] == 0).all()
+    assert doc._.trf.piece_offsets[:, 1].max() <= doc[half - 1].idx + len(doc[half - 1])

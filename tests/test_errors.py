@@ -125,3 +125,14 @@ def test_uninitialized_component_is_clear(model_dirs: dict[str, str]) -> None:
     nlp.add_pipe("trf", config={"model": {"name": model_dirs["roberta"]}})
     with pytest.raises(ValueError, match="nlp.initialize"):
         nlp("Hello")
+
+
+def test_saving_an_uninitialized_component_is_clear(
+    model_dirs: dict[str, str], tmp_path: Path
+) -> None:
+    nlp = spacy.blank("en")
+    nlp.add_pipe("trf", config={"model": {"name": model_dirs["roberta"]}})
+    with pytest.raises(ValueError, match="nlp.initialize"):
+        nlp.to_disk(tmp_path / "p")
+    with pytest.raises(ValueError, match="nlp.initialize"):
+        nlp.to_bytes()

@@ -75,7 +75,7 @@ def test_load_from_disk_of_missing_dir_is_clear(model_dirs: dict[str, str], tmp_
     nlp = make_nlp(model_dirs["roberta"])
     nlp.to_disk(tmp_path / "p")
     shutil.rmtree(tmp_path / "p" / "trf" / "model")
-    with pytest.raises(OSError, match="does not exist|model"):
+    with pytest.raises(OSError, match="No saved transformer"):
         spacy.load(tmp_path / "p")
 
 
@@ -94,3 +94,17 @@ def test_docs_with_outputs_serialize(nlp_factory: Callable[..., spacy.Language])
     bin_ = DocBin(store_user_data=True, docs=[doc])
     again = list(DocBin().from_bytes(bin_.to_bytes()).get_docs(nlp.vocab))[0]
     np.testing.assert_array_equal(again._.trf.special_hidden_state, a.special_hidden_state)
+
+
+def test_transformer_config_is_kept_after_loading(
+    model_dirs: dict[str, str], tmp_path: Path
+) -> None:
+    from spacy_trf.model import get_shim
+
+    nlp = make_nlp(
+        model_dirs["roberta"], model={"transformer_config": {"attn_implementation": "eager"}}
+    )
+    assert get_shim(nlp.get_pipe("trf").model)._model.config._attn_implementation == "eager"
+    nlp.to_disk(tmp_path / "p")
+    loaded = spacy.load(tmp_path / "p")
+    assert get_shim(loaded.get_pipe("trf").model)._model.config._attn_implementation == "eager"
