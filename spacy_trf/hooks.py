@@ -64,7 +64,8 @@ def token_tensor(output: DocTransformerOutput, n_tokens: int) -> tuple[np.ndarra
     has = lengths > 0
     tok_ids = np.flatnonzero(has)
     starts = (np.cumsum(lengths) - lengths)[has]
-    share = (1.0 / np.bincount(pair_piece, minlength=n_pieces)[pair_piece]).astype(np.float32)
+    owners = np.bincount(pair_piece, minlength=n_pieces)  # tokens each piece aligns to
+    share = (1.0 / owners[pair_piece]).astype(np.float32)
     if len(pair_piece):  # pairs are grouped by token, so segment sums do it in one pass
         tensor[tok_ids] = np.add.reduceat(hidden[pair_piece] * share[:, None], starts, axis=0)
         weight[tok_ids] = np.add.reduceat(share, starts)
@@ -80,7 +81,7 @@ def token_tensor(output: DocTransformerOutput, n_tokens: int) -> tuple[np.ndarra
         else np.zeros((n_windows, width), dtype=np.float32)
     )
     left_count = np.full(n_windows, float(output.n_special))
-    unaligned = np.flatnonzero(np.bincount(pair_piece, minlength=n_pieces) == 0)
+    unaligned = np.flatnonzero(owners == 0)
     if len(unaligned):
         owner = np.searchsorted(ranges[:, 0], unaligned, side="right") - 1
         np.add.at(leftover, owner, hidden[unaligned])

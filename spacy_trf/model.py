@@ -187,9 +187,7 @@ def forward(
         flags["return_dict"] = True
     hf_model.train(is_train)
     for windows in batches:
-        batch = build_batch(
-            windows, p.starts, p.ends, p.piece_ids, pieces_tok.template, pieces_tok.pad_id
-        )
+        batch = _build(p, windows, pieces_tok)
         with torch.set_grad_enabled(is_train), torch.inference_mode(not is_train):
             out = hf_model(**model_inputs(model, batch), **flags)
         streams = list(out.hidden_states) if want_hidden else [out.last_hidden_state]
@@ -209,6 +207,8 @@ def forward(
         grads = _gather_grads(p, d_outputs, n_streams, n_special, width, device, counts)
         tensors, grad_tensors = [], []
         for batch, streams in kept:
+            flat, src = _t(batch.content_flat, device), _t(batch.content_src, device)
+            s_flat, dst = _t(batch.special_flat, device), _t(batch.special_dst, device)
             for i, stream in enumerate(streams):
                 grad = grads[i]
                 if grad is None:
@@ -216,11 +216,9 @@ def forward(
                 g_acc, g_special = grad
                 g = torch.zeros_like(stream)
                 g_rows = g.view(-1, g.shape[-1])
-                src = g_acc.index_select(0, _t(batch.content_src, device))
-                g_rows.index_copy_(0, _t(batch.content_flat, device), src.to(g.dtype))
+                g_rows.index_copy_(0, flat, g_acc.index_select(0, src).to(g.dtype))
                 if g_special is not None:
-                    s_src = g_special.index_select(0, _t(batch.special_dst, device))
-                    g_rows.index_copy_(0, _t(batch.special_flat, device), s_src.to(g.dtype))
+                    g_rows.index_copy_(0, s_flat, g_special.index_select(0, dst).to(g.dtype))
                 tensors.append(stream)
                 grad_tensors.append(g)
         if tensors:
@@ -247,10 +245,11 @@ def iter_inputs(model: Model, docs: list[Doc]) -> list[dict[str, torch.Tensor]]:
     """The HF model's forward inputs for docs, batch by batch, exactly as forward builds them."""
     tok = cast(PieceTokenizer, get_shim(model).pieces)
     p, batches = prepare(model, docs)
-    return [
-        model_inputs(model, build_batch(w, p.starts, p.ends, p.piece_ids, tok.template, tok.pad_id))
-        for w in batches
-    ]
+    return [model_inputs(model, _build(p, windows, tok)) for windows in batches]
+
+
+def _build(p: _Plan, windows: np.ndarray, tok: PieceTokenizer) -> WindowBatch:
+    return build_batch(windows, p.starts, p.ends, p.piece_ids, tok.template, tok.pad_id)
 
 
 def model_inputs(model: Model, batch: WindowBatch) -> dict[str, torch.Tensor]:
