@@ -1,6 +1,6 @@
 """spacy-trf: Hugging Face transformer encoders inside spaCy pipelines."""
 
-from . import hooks, registry, spans  # noqa: F401  (registers functions)
+from . import hooks, listener, registry, spans, textcat  # noqa: F401  (registers functions)
 from .hf import ModelLoadError, load_hf, save_hf
 from .model import TransformerModel
 from .output import DocTransformerGradient, DocTransformerOutput

@@ -5,6 +5,7 @@ stitched back per doc (averaged where windows overlap) -> per-doc outputs (outpu
 """
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from spacy.tokens import Doc
 from thinc.api import Model, torch2xp, xp2torch
+from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
 from thinc.types import Floats2d, Ints1d, Ints2d
 
 from .hf import HFShim, load_hf
@@ -76,6 +78,8 @@ def TransformerModel(
             "output_hidden_states": output_hidden_states,
             "output_attentions": output_attentions,
             "max_batch_pieces": DEFAULT_MAX_BATCH_PIECES,
+            "mixed_precision": False,
+            "gradient_checkpointing": False,
         },
     )
 
@@ -186,9 +190,10 @@ def forward(
     if not getattr(hf_model.config, "return_dict", True):
         flags["return_dict"] = True
     hf_model.train(is_train)
+    autocast = _gpu_options(model, shim, hf_model, is_train)
     for windows in batches:
         batch = _build(p, windows, pieces_tok)
-        with torch.set_grad_enabled(is_train), torch.inference_mode(not is_train):
+        with torch.set_grad_enabled(is_train), torch.inference_mode(not is_train), autocast:
             out = hf_model(**model_inputs(model, batch), **flags)
         streams = list(out.hidden_states) if want_hidden else [out.last_hidden_state]
         if is_train:
@@ -201,7 +206,7 @@ def forward(
     counts = torch.from_numpy(p.counts).to(device=device, dtype=acc.dtype).clamp_(min=1)
     if len(p.counts) and p.counts.max() > 1:
         acc /= counts[None, :, None]
-    outputs = _split(p, acc, special, attentions, n_special, want_hidden, pieces_tok.vocab)
+    outputs = _split(p, acc, special, attentions, n_special, want_hidden, pieces_tok)
 
     def backprop(d_outputs: list[DocTransformerGradient]) -> list:
         grads = _gather_grads(p, d_outputs, n_streams, n_special, width, device, counts)
@@ -222,10 +227,35 @@ def forward(
                 tensors.append(stream)
                 grad_tensors.append(g)
         if tensors:
-            torch.autograd.backward(tensors, grad_tensors)
+            scaler = shim._grad_scaler
+            torch.autograd.backward(tensors, scaler.scale(grad_tensors))
+            if scaler._enabled:  # fp16: unscale before the optimizer; it skips steps on inf
+                scaler.unscale([p.grad for p in hf_model.parameters() if p.grad is not None])
         return []
 
     return outputs, backprop
+
+
+def _gpu_options(
+    model: Model, shim: HFShim, hf_model: Any, is_train: bool
+) -> AbstractContextManager:
+    """mixed_precision and gradient_checkpointing act on CUDA devices only."""
+    if shim.device.type != "cuda":
+        return nullcontext()
+    if (
+        is_train
+        and model.attrs["gradient_checkpointing"]
+        and hf_model.supports_gradient_checkpointing
+    ):
+        if not hf_model.is_gradient_checkpointing:
+            hf_model.gradient_checkpointing_enable({"use_reentrant": False})
+    if not model.attrs["mixed_precision"]:
+        return nullcontext()
+    bf16 = torch.cuda.is_bf16_supported()
+    if is_train and not bf16 and not shim._grad_scaler._enabled:
+        shim._grad_scaler = PyTorchGradScaler(enabled=True)
+        shim._grad_scaler.to_(shim.device)
+    return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
 
 
 def prepare(model: Model, docs: list[Doc]) -> tuple[_Plan, list[np.ndarray]]:
@@ -304,7 +334,7 @@ def _split(
     attentions: list[Any],
     n_special: int,
     want_hidden: bool,
-    vocab: np.ndarray,
+    tok: PieceTokenizer,
 ) -> list[DocTransformerOutput]:
     acc_xp = [cast(Floats2d, torch2xp(stream)) for stream in acc]
     special_xp = [cast(Floats2d, torch2xp(stream)) for stream in special]
@@ -327,7 +357,8 @@ def _split(
                 hidden_states=hidden if want_hidden else None,
                 special_hidden_states=specials if want_hidden else None,
                 attentions=attentions[wa:wb] if attentions else None,
-                vocab=vocab,
+                cls_index=tok.cls_index,
+                vocab=tok.vocab,
             )
         )
     return outputs
@@ -351,9 +382,16 @@ def _gather_grads(
         for d in d_outputs:
             layer = d.d_hidden_states[i] if d.d_hidden_states is not None else None
             if last and d.d_last_hidden_state is not None:
-                layer = d.d_last_hidden_state if layer is None else layer + d.d_last_hidden_state
+                layer = _plus(layer, d.d_last_hidden_state)
             parts.append(layer)
-        specials = [d.d_special_hidden_state for d in d_outputs] if last else []
+        specials = []
+        for d in d_outputs:
+            special = (
+                d.d_special_hidden_states[i] if d.d_special_hidden_states is not None else None
+            )
+            if last and d.d_special_hidden_state is not None:
+                special = _plus(special, d.d_special_hidden_state)
+            specials.append(special)
         if all(x is None for x in parts) and all(x is None for x in specials):
             result.append(None)
             continue
@@ -372,3 +410,7 @@ def _gather_grads(
                     g_special[wa * n_special : wb * n_special] = xp2torch(part, device=device)
         result.append((g_acc, g_special))
     return result
+
+
+def _plus(a: Floats2d | None, b: Floats2d) -> Floats2d:
+    return b if a is None else cast(Floats2d, a + b)

@@ -30,6 +30,7 @@ class DocTransformerOutput:
     hidden_states: list[Floats2d] | None = None  # embeddings + every layer, like HF's
     special_hidden_states: list[Floats2d] | None = None
     attentions: list[Floats4d] | None = None  # per window: (n_layers, n_heads, length, length)
+    cls_index: int = 0  # which special row of a window is the class token ([CLS], <s>, <cls>)
     vocab: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object), repr=False)
 
     @property
@@ -55,6 +56,60 @@ class DocTransformerGradient:
     d_last_hidden_state: Floats2d | None = None
     d_hidden_states: list[Floats2d | None] | None = None
     d_special_hidden_state: Floats2d | None = None
+    d_special_hidden_states: list[Floats2d | None] | None = None
+
+
+def add_gradients(
+    a: DocTransformerGradient | None, b: DocTransformerGradient | None
+) -> DocTransformerGradient | None:
+    """The sum of two gradients for the same Doc (None is zero)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return DocTransformerGradient(
+        d_last_hidden_state=_add(a.d_last_hidden_state, b.d_last_hidden_state),
+        d_hidden_states=_add_lists(a.d_hidden_states, b.d_hidden_states),
+        d_special_hidden_state=_add(a.d_special_hidden_state, b.d_special_hidden_state),
+        d_special_hidden_states=_add_lists(a.d_special_hidden_states, b.d_special_hidden_states),
+    )
+
+
+def _add_lists(
+    a: list[Floats2d | None] | None, b: list[Floats2d | None] | None
+) -> list[Floats2d | None] | None:
+    if a is None or b is None:
+        return b if a is None else a
+    n = max(len(a), len(b))
+    return [_add(x, y) for x, y in zip(_pad(a, n), _pad(b, n), strict=True)]
+
+
+def _add(x: Floats2d | None, y: Floats2d | None) -> Floats2d | None:
+    if x is None or y is None:
+        return y if x is None else x
+    return x + y
+
+
+def _pad(items: list[Floats2d | None] | None, n: int) -> list[Floats2d | None]:
+    items = list(items or [])
+    return items + [None] * (n - len(items))
+
+
+@dataclass
+class LayerRows:
+    """One layer (or a mix of layers) of one Doc's encoder output, ready for pooling."""
+
+    pieces: Floats2d  # (n_pieces, width)
+    specials: Floats2d  # (n_windows * n_special, width)
+    align: Ragged  # one entry per token: row indices into pieces
+    n_special: int
+    cls_index: int
+
+
+@dataclass
+class RowsGradient:
+    """Gradients for one Doc's LayerRows; None means zero."""
+
+    d_pieces: Floats2d | None = None
+    d_specials: Floats2d | None = None
 
 
 _MARKER = "__spacy_trf.DocTransformerOutput__"

@@ -55,6 +55,7 @@ class PieceTokenizer:
         self.backend.no_truncation()
         self.backend.no_padding()
         self.template = self._read_template()
+        self.cls_index = self._find_cls()
         self.unk_id: int | None = hf_tokenizer.unk_token_id
         pad = hf_tokenizer.pad_token_id
         self.pad_id: int = int(pad) if pad is not None else 0
@@ -79,6 +80,15 @@ class PieceTokenizer:
             suffix_type_ids=types[last:],
             content_type_id=int(types[first]),
         )
+
+    def _find_cls(self) -> int:
+        """Position of the class token among a window's special rows (prefix then suffix)."""
+        specials = np.concatenate([self.template.prefix_ids, self.template.suffix_ids]).tolist()
+        for name in ("cls_token_id", "bos_token_id"):
+            token = getattr(self.hf_tokenizer, name, None)
+            if token is not None and token in specials:
+                return int(specials.index(token))
+        return 0
 
     def encode_texts(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Piece ids and (start, end) character offsets of each text, without special tokens."""

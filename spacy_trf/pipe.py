@@ -1,8 +1,10 @@
 """The ``trf`` pipeline component: runs the encoder and stores its output on ``doc._.trf``."""
 
+import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import srsly
 from spacy import util
@@ -13,9 +15,11 @@ from spacy.training import Example
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer
 
+from .cache import OutputCache
 from .hooks import AnnotationSetter
+from .listener import TransformerListener
 from .model import check_window, get_shim
-from .output import DocTransformerOutput
+from .output import DocTransformerGradient, DocTransformerOutput, add_gradients
 
 DEFAULT_MODEL_CONFIG = """
 [model]
@@ -47,6 +51,9 @@ if not Doc.has_extension("trf"):
         "max_batch_pieces": 8192,
         "set_extra_annotations": {"@annotation_setters": "spacy-trf.null_annotation_setter.v1"},
         "frozen": False,
+        "feature_cache_mb": 0,
+        "mixed_precision": False,
+        "gradient_checkpointing": False,
     },
 )
 def make_transformer(
@@ -56,13 +63,23 @@ def make_transformer(
     max_batch_pieces: int,
     set_extra_annotations: AnnotationSetter,
     frozen: bool,
+    feature_cache_mb: float,
+    mixed_precision: bool,
+    gradient_checkpointing: bool,
 ) -> "Transformer":
     """Create a trf component.
 
     model (Model): A spacy-trf.TransformerModel.v1 (or compatible) architecture.
     max_batch_pieces (int): Most padded pieces (rows x longest window) per forward call.
     set_extra_annotations (Callable): Extra annotations to set, e.g. spacy-trf.doc_tensor.v1.
-    frozen (bool): Never update the encoder's weights (it runs without backward).
+    frozen (bool): Never update the encoder's weights: it runs in inference mode, without
+        backward; the heads listening to it still train.
+    feature_cache_mb (float): With frozen, keep up to this many MB of encoder outputs in memory,
+        keyed by doc text, tokenization and model, so epochs after the first skip the encoder.
+    mixed_precision (bool): On GPU, run the encoder under autocast (bf16 where supported, else
+        fp16 with a gradient scaler). No effect on CPU.
+    gradient_checkpointing (bool): On GPU, recompute activations in backward to save memory.
+        No effect on CPU.
     """
     return Transformer(
         nlp.vocab,
@@ -71,11 +88,31 @@ def make_transformer(
         name=name,
         max_batch_pieces=max_batch_pieces,
         frozen=frozen,
+        feature_cache_mb=feature_cache_mb,
+        mixed_precision=mixed_precision,
+        gradient_checkpointing=gradient_checkpointing,
     )
 
 
+@dataclass
+class _Pending:
+    """A training batch whose encoder backward waits for its listeners' gradients."""
+
+    backprop: Callable[[list[DocTransformerGradient]], Any]
+    grads: list[DocTransformerGradient | None]
+    expected: int
+    sgd: Optimizer | None
+    received: int = 0
+    done: bool = False
+    listeners: list[TransformerListener] = field(default_factory=list)
+
+
 class Transformer(TrainablePipe):
-    """Runs a Hugging Face encoder over Docs and sets ``doc._.trf``."""
+    """Runs a Hugging Face encoder over Docs and sets ``doc._.trf``.
+
+    Downstream components listen to it (spacy-trf.TransformerListener.v1): while training it
+    encodes each batch once, collects every listener's gradient and runs one backward.
+    """
 
     def __init__(
         self,
@@ -86,6 +123,9 @@ class Transformer(TrainablePipe):
         name: str = "trf",
         max_batch_pieces: int = 8192,
         frozen: bool = False,
+        feature_cache_mb: float = 0,
+        mixed_precision: bool = False,
+        gradient_checkpointing: bool = False,
     ) -> None:
         if (
             not isinstance(max_batch_pieces, int)
@@ -100,19 +140,90 @@ class Transformer(TrainablePipe):
                 "set_extra_annotations must be an annotation setter, e.g. "
                 f"spacy-trf.doc_tensor.v1; got {set_extra_annotations!r}."
             )
+        if not isinstance(feature_cache_mb, int | float) or feature_cache_mb < 0:
+            raise ValueError(
+                f"feature_cache_mb must be a number of megabytes >= 0, got {feature_cache_mb!r}."
+            )
         self.vocab = vocab
         self.model = model
         self.name = name
         self.set_extra_annotations = set_extra_annotations
-        self.cfg: dict[str, Any] = {"max_batch_pieces": max_batch_pieces, "frozen": bool(frozen)}
-        model.attrs["max_batch_pieces"] = max_batch_pieces
+        self.cfg: dict[str, Any] = {
+            "max_batch_pieces": max_batch_pieces,
+            "frozen": bool(frozen),
+            "feature_cache_mb": feature_cache_mb,
+            "mixed_precision": bool(mixed_precision),
+            "gradient_checkpointing": bool(gradient_checkpointing),
+        }
+        self.listener_map: dict[str, list[TransformerListener]] = {}
+        self.cache = OutputCache(feature_cache_mb)
+        self._cache_id = uuid.uuid4().hex  # new weights (load, initialize) -> new cache keys
+        self._pending: _Pending | None = None
+        self._apply_cfg()
+        model.attrs["replace_listener"] = replace_listener
+        model.attrs["replace_listener_cfg"] = replace_listener_cfg
+
+    def _apply_cfg(self) -> None:
+        for key in ("max_batch_pieces", "mixed_precision", "gradient_checkpointing"):
+            self.model.attrs[key] = self.cfg[key]
 
     @property
     def frozen(self) -> bool:
         return bool(self.cfg["frozen"])
 
+    # Listeners ----------------------------------------------------------------------------
+
+    @property
+    def listeners(self) -> list[TransformerListener]:
+        return [m for c in self.listening_components for m in self.listener_map[c]]
+
+    @property
+    def listening_components(self) -> list[str]:
+        return list(self.listener_map.keys())
+
+    def add_listener(self, listener: TransformerListener, component_name: str) -> None:
+        """Register a listener of a downstream component (called when the pipeline is linked)."""
+        self.listener_map.setdefault(component_name, [])
+        if listener not in self.listener_map[component_name]:
+            self.listener_map[component_name].append(listener)
+        listener.upstream = self.model
+        if listener.needs_hidden_states:
+            self.model.attrs["output_hidden_states"] = True
+
+    def remove_listener(self, listener: TransformerListener, component_name: str) -> bool:
+        """Unregister a listener (e.g. nlp.replace_listeners gave it its own encoder)."""
+        if listener in self.listener_map.get(component_name, []):
+            self.listener_map[component_name].remove(listener)
+            if not self.listener_map[component_name]:
+                del self.listener_map[component_name]
+            listener.upstream = None
+            return True
+        return False
+
+    def find_listeners(self, component: Any) -> None:
+        """Add the listeners in component's model that listen to this component (or to "*")."""
+        names = ("*", self.name)
+        model = getattr(component, "model", None)
+        if isinstance(model, Model):
+            for node in model.walk():
+                if isinstance(node, TransformerListener) and node.upstream_name in names:
+                    self.add_listener(node, component.name)
+
+    # Prediction -----------------------------------------------------------------------------
+
     def predict(self, docs: Iterable[Doc]) -> list[DocTransformerOutput]:
-        return self.model.predict(list(docs))
+        docs = list(docs)
+        if not (self.frozen and self.cache.max_bytes > 0):
+            return self.model.predict(docs)
+        keys = [self.cache.key(self._cache_id, doc) for doc in docs]
+        found = [self.cache.get(key) for key in keys]
+        missing = [i for i, out in enumerate(found) if out is None]
+        if missing:
+            new = self.model.predict([docs[i] for i in missing])
+            for i, out in zip(missing, new, strict=True):
+                found[i] = out
+                self.cache.put(keys[i], out)
+        return [out for out in found if out is not None]
 
     def set_annotations(self, docs: Iterable[Doc], outputs: list[DocTransformerOutput]) -> None:
         docs = list(docs)
@@ -128,6 +239,11 @@ class Transformer(TrainablePipe):
     ) -> None:
         """Load the encoder named in the config (from the hub cache or a local directory)."""
         self.model.initialize()
+        self._new_weights()
+
+    def _new_weights(self) -> None:
+        self._cache_id = uuid.uuid4().hex
+        self.cache.clear()
 
     def update(
         self,
@@ -137,15 +253,76 @@ class Transformer(TrainablePipe):
         sgd: Optimizer | None = None,
         losses: dict[str, float] | None = None,
     ) -> dict[str, float]:
-        """Annotate the predicted docs; the encoder has no loss of its own to train on."""
+        """Encode a batch and pass it to the listeners; their gradients come back to this
+        component, which runs one backward when all have arrived (or at finish_update).
+        """
+        self._flush()
         losses = {} if losses is None else losses
         losses.setdefault(self.name, 0.0)
         docs = [eg.predicted for eg in examples]
-        if docs:
-            self.set_annotations(docs, self.predict(docs))
+        if not docs:
+            return losses
+        listeners = self.listeners
+        if self.frozen or not listeners:
+            outputs = self.predict(docs)
+            accumulate: Callable[[list[DocTransformerGradient]], list] = _ignore_gradient
+        else:
+            outputs, backprop = self.model.begin_update(docs)
+            pending = _Pending(cast(Any, backprop), [None] * len(docs), len(listeners), sgd)
+            self._pending = pending
+
+            def accumulate(d_outputs: list[DocTransformerGradient]) -> list:
+                self._accumulate(pending, d_outputs)
+                return []
+
+        for doc, out in zip(docs, outputs, strict=True):
+            doc._.trf = out
+        batch_id = TransformerListener.get_batch_id(docs)
+        for listener in listeners:
+            listener.receive(batch_id, outputs, accumulate)
         return losses
 
+    def _accumulate(self, pending: _Pending, d_outputs: list[DocTransformerGradient]) -> None:
+        if pending.done:
+            raise RuntimeError(
+                f"A listener of '{self.name}' sent its gradient after the encoder's backward ran "
+                "for that batch: call each listener's backprop before finish_update."
+            )
+        if len(d_outputs) != len(pending.grads):
+            raise ValueError(
+                f"A listener sent gradients for {len(d_outputs)} docs; the batch has "
+                f"{len(pending.grads)}."
+            )
+        pending.grads = [add_gradients(a, b) for a, b in zip(pending.grads, d_outputs, strict=True)]
+        pending.received += 1
+        if pending.received >= pending.expected:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Run the pending batch's backward with the gradients received so far."""
+        pending, self._pending = self._pending, None
+        if pending is None or pending.done:
+            return
+        pending.done = True
+        if any(g is not None for g in pending.grads):
+            pending.backprop([g or DocTransformerGradient() for g in pending.grads])
+        if pending.sgd is not None:
+            self._step(pending.sgd)
+
     def finish_update(self, sgd: Optimizer) -> None:
+        """Update the encoder's weights (unless frozen) from the gradients received so far.
+
+        nlp.update(sgd=...) calls this right after this component's update, before any listener
+        has sent its gradient: the step then waits until they have.
+        """
+        pending = self._pending
+        if pending is not None and not pending.done and pending.received == 0:
+            pending.sgd = sgd
+            return
+        self._flush()
+        self._step(sgd)
+
+    def _step(self, sgd: Optimizer) -> None:
         if not self.frozen:
             self.model.finish_update(sgd)
 
@@ -164,10 +341,11 @@ class Transformer(TrainablePipe):
 
         def load_model(p: Path) -> None:
             get_shim(self.model).from_disk(p)
+            self._new_weights()
 
         def load_cfg(p: Path) -> None:
             self.cfg.update(srsly.read_json(p))
-            self.model.attrs["max_batch_pieces"] = self.cfg["max_batch_pieces"]
+            self._apply_cfg()
 
         deserialize: dict[str, Callable[[Path], None]] = {
             "vocab": load_vocab,
@@ -180,6 +358,37 @@ class Transformer(TrainablePipe):
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "Transformer":
         super().from_bytes(bytes_data, exclude=exclude)
-        self.model.attrs["max_batch_pieces"] = self.cfg["max_batch_pieces"]
+        self._apply_cfg()
+        self._new_weights()
         check_window(self.model)
         return self
+
+
+def _ignore_gradient(d_outputs: list[DocTransformerGradient]) -> list:
+    return []
+
+
+def replace_listener(model: Model, listener: TransformerListener, component: Transformer) -> Model:
+    """nlp.replace_listeners: the listener's component gets ``model``, a copy of the encoder."""
+    if listener.needs_hidden_states:
+        model.attrs["output_hidden_states"] = True
+    for key in ("replace_listener", "replace_listener_cfg"):
+        model.attrs.pop(key, None)
+    return model
+
+
+def replace_listener_cfg(trf_model_cfg: dict[str, Any], listener_cfg: dict[str, Any]) -> dict:
+    """nlp.replace_listeners: the config of the component's own encoder, in the listener's place.
+
+    ``listener_cfg`` is the component's ``model.tok2vec`` block, as spaCy passes it.
+    """
+    if listener_cfg.get("@architectures") == "spacy-trf.HybridTok2Vec.v1":
+        listener_cfg = listener_cfg["transformer"]
+    if listener_cfg.get("@architectures") != "spacy-trf.TransformerListener.v1":
+        return dict(trf_model_cfg)  # a raw-output listener: the encoder itself
+    cfg = {k: v for k, v in trf_model_cfg.items() if not k.startswith("output_")}
+    cfg["@architectures"] = "spacy-trf.Tok2VecTransformer.v1"
+    for key in ("pooling", "grad_factor", "layers"):
+        if key in listener_cfg:
+            cfg[key] = listener_cfg[key]
+    return cfg

@@ -1,0 +1,66 @@
+"""A memory-bounded cache of a frozen encoder's outputs, so later epochs skip the encoder."""
+
+import hashlib
+from collections import OrderedDict
+
+import numpy as np
+from spacy.attrs import IDX, LENGTH, SENT_START
+from spacy.tokens import Doc
+
+from .output import DocTransformerOutput
+
+
+class OutputCache:
+    """Least-recently-used outputs, keyed by model identity, doc text and tokenization."""
+
+    def __init__(self, max_mb: float) -> None:
+        self.max_bytes = int(max_mb * 2**20)
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[bytes, tuple[DocTransformerOutput, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @staticmethod
+    def key(model_key: str, doc: Doc) -> bytes:
+        # Token boundaries and sentence starts decide alignment and spans, so they are part of it.
+        h = hashlib.blake2b(model_key.encode(), digest_size=20)
+        h.update(doc.text.encode("utf8"))
+        h.update(np.ascontiguousarray(doc.to_array([IDX, LENGTH, SENT_START])).tobytes())
+        return h.digest()
+
+    def get(self, key: bytes) -> DocTransformerOutput | None:
+        item = self._items.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._items.move_to_end(key)
+        return item[0]
+
+    def put(self, key: bytes, output: DocTransformerOutput) -> None:
+        if key in self._items:
+            return
+        size = _nbytes(output)
+        if size > self.max_bytes:
+            return
+        self._items[key] = (output, size)
+        self.nbytes += size
+        while self.nbytes > self.max_bytes:
+            _, (_, old) = self._items.popitem(last=False)
+            self.nbytes -= old
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.nbytes = 0
+
+
+def _nbytes(out: DocTransformerOutput) -> int:
+    arrays = [out.piece_ids, out.piece_offsets, out.last_hidden_state, out.special_hidden_state]
+    arrays += [out.align.dataXd, out.align.lengths, out.window_ranges]
+    for group in (out.hidden_states, out.special_hidden_states, out.attentions):
+        arrays += list(group or [])
+    # Layer lists share the last layer's array with last_hidden_state: count each array once.
+    return sum(int(a.nbytes) for a in {id(a): a for a in arrays}.values())

@@ -1,0 +1,183 @@
+"""Listeners: downstream components share one ``trf`` encoder instead of owning a copy.
+
+While training, the ``trf`` component runs the encoder once per batch and hands the outputs to
+every listener (``receive``); each listener's backprop returns its gradient to the component,
+which runs one backward for all of them. At prediction, listeners read ``doc._.trf``.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from spacy.tokens import Doc
+from thinc.api import Model, chain, concatenate
+from thinc.types import Floats2d, Ragged
+
+from .mix import EncoderRows, GradFactor, Layers, check_layers, needs_hidden_states
+from .model import TransformerModel
+from .output import DocTransformerGradient, DocTransformerOutput
+from .pooling import TokenPooler
+from .registry import architectures
+from .spans import SpanGetter
+
+Backprop = Callable[[list[DocTransformerGradient]], Any]
+
+
+class TransformerListener(Model):
+    """A placeholder for the encoder's output inside a downstream component's model."""
+
+    name = "spacy-trf.TransformerListener"
+
+    def __init__(self, upstream_name: str, needs_hidden_states: bool = False) -> None:
+        super().__init__(self.name, _listener_forward, init=_listener_init)
+        self.upstream_name = upstream_name
+        self.needs_hidden_states = needs_hidden_states
+        self.upstream: Model | None = None  # the encoder model, set when the pipeline is linked
+        self._batch_id: tuple[tuple[int, int], ...] | None = None
+        self._outputs: list[DocTransformerOutput] | None = None
+        self._backprop: Backprop | None = None
+
+    @staticmethod
+    def get_batch_id(docs: list[Doc]) -> tuple[tuple[int, int], ...]:
+        """Identify a batch by its Doc objects (the same objects flow through nlp.update)."""
+        return tuple((id(doc), len(doc)) for doc in docs)
+
+    def receive(
+        self,
+        batch_id: tuple[tuple[int, int], ...],
+        outputs: list[DocTransformerOutput],
+        backprop: Backprop,
+    ) -> None:
+        """Store the encoder's output for a training batch, and where its gradient goes."""
+        self._batch_id = batch_id
+        self._outputs = outputs
+        self._backprop = backprop
+
+    def clear(self) -> None:
+        self._batch_id = self._outputs = self._backprop = None
+
+
+def _no_backprop(d_outputs: list[DocTransformerGradient]) -> list:
+    return []
+
+
+def _listener_forward(
+    model: TransformerListener, docs: list[Doc], is_train: bool
+) -> tuple[list[DocTransformerOutput], Backprop]:
+    if is_train and model._batch_id is not None and model._batch_id == model.get_batch_id(docs):
+        assert model._outputs is not None and model._backprop is not None
+        return model._outputs, model._backprop
+    outputs = [doc._.trf for doc in docs]
+    if any(out is None for out in outputs):
+        raise ValueError(
+            f"A listener of the transformer component '{model.upstream_name}' found no encoder "
+            "output on the docs (doc._.trf is None): that component is disabled, absent or runs "
+            "after this one. Enable it, put it earlier in the pipeline, or give this component "
+            "its own encoder with nlp.replace_listeners."
+            + (
+                " While training with a frozen transformer in [training.frozen_components], "
+                "also list it in [training.annotating_components]."
+                if is_train
+                else ""
+            )
+        )
+    return outputs, _no_backprop
+
+
+def _listener_init(model: TransformerListener, X: list[Doc] | None = None, Y: Any = None) -> None:
+    # Downstream layers infer their input widths from a sample: encode it if needed.
+    if not X:
+        return
+    missing = [doc for doc in X if doc._.trf is None]
+    if not missing:
+        return
+    if model.upstream is None:
+        raise ValueError(
+            f"This component listens to a transformer component named '{model.upstream_name}', "
+            "but none was found earlier in the pipeline: add a 'trf' component before it (or set "
+            "the listener's upstream to its name)."
+        )
+    for doc, out in zip(missing, model.upstream.predict(missing), strict=True):
+        doc._.trf = out
+
+
+@architectures("spacy-trf.TransformerOutputListener.v1")
+def TransformerOutputListener(
+    upstream: str = "*",
+) -> Model[list[Doc], list[DocTransformerOutput]]:
+    """The encoder's raw per-doc outputs (``DocTransformerOutput``), for custom heads.
+
+    upstream (str): Name of the trf component to listen to; "*" for any.
+    """
+    return TransformerListener(upstream)
+
+
+@architectures("spacy-trf.TransformerListener.v1")
+def TransformerListenerTok2Vec(
+    pooling: Model[Ragged, Floats2d],
+    grad_factor: GradFactor = 1.0,
+    layers: Layers = "last",
+    upstream: str = "*",
+) -> Model[list[Doc], list[Floats2d]]:
+    """One row per token from a shared trf encoder.
+
+    pooling (Model[Ragged, Floats2d]): Reduces a token's pieces, e.g. reduce_mean.v1.
+    grad_factor (float | schedule): Scales the gradient to the encoder; 0 stops it.
+    layers ("last" | list[int] | "scalar_mix"): Which hidden states to use.
+    upstream (str): Name of the trf component to listen to; "*" for any.
+    """
+    layers = check_layers(layers)
+    listener = TransformerListener(upstream, needs_hidden_states=needs_hidden_states(layers))
+    return _tokens_from(listener, pooling, grad_factor, layers)
+
+
+@architectures("spacy-trf.Tok2VecTransformer.v1")
+def Tok2VecTransformer(
+    name: str,
+    get_spans: SpanGetter,
+    pooling: Model[Ragged, Floats2d],
+    grad_factor: GradFactor = 1.0,
+    layers: Layers = "last",
+    window: int = 126,
+    stride: int = 110,
+    tokenizer_config: dict[str, Any] = {},  # noqa: B006 (read only)
+    transformer_config: dict[str, Any] = {},  # noqa: B006
+) -> Model[list[Doc], list[Floats2d]]:
+    """One row per token from an encoder owned by this component (no sharing).
+
+    Takes TransformerModel.v1's settings plus the listener's pooling, grad_factor and layers.
+    """
+    layers = check_layers(layers)
+    encoder = TransformerModel(
+        name,
+        get_spans,
+        window=window,
+        stride=stride,
+        tokenizer_config=tokenizer_config,
+        transformer_config=transformer_config,
+        output_hidden_states=needs_hidden_states(layers),
+    )
+    return _tokens_from(encoder, pooling, grad_factor, layers)
+
+
+def _tokens_from(
+    encoder: Model[list[Doc], list[DocTransformerOutput]],
+    pooling: Model[Ragged, Floats2d],
+    grad_factor: GradFactor,
+    layers: Layers,
+) -> Model[list[Doc], list[Floats2d]]:
+    model: Model = chain(encoder, EncoderRows(layers, grad_factor), TokenPooler(pooling))
+    model.name = "spacy-trf.TokenVectors"
+    return model
+
+
+@architectures("spacy-trf.HybridTok2Vec.v1")
+def HybridTok2Vec(
+    transformer: Model[list[Doc], list[Floats2d]],
+    embed: Model[list[Doc], list[Floats2d]],
+) -> Model[list[Doc], list[Floats2d]]:
+    """Concatenate the transformer's token rows with other token features, e.g. spaCy's
+    MultiHashEmbed over NORM/PREFIX/SUFFIX/SHAPE: the capitalisation that uncased encoders lose.
+    """
+    model: Model = concatenate(transformer, embed)
+    model.name = "spacy-trf.HybridTok2Vec"
+    return model

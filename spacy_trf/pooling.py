@@ -1,0 +1,119 @@
+"""Rows of pieces -> one row per token (through the alignment) or one row per doc."""
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from thinc.api import Model
+from thinc.types import Floats2d, Ints1d, Ragged
+
+from .output import LayerRows, RowsGradient
+
+DOC_POOLINGS = ("cls", "mean")
+
+
+def TokenPooler(
+    pooling: Model[Ragged, Floats2d],
+) -> Model[list[LayerRows], list[Floats2d]]:
+    """Pool each token's pieces into one row with any Thinc ``Model[Ragged, Floats2d]``.
+
+    Tokens without pieces (whitespace) get a zero row and pass back no gradient, so every
+    reduction (reduce_first, reduce_max, ...) is safe on them.
+    """
+    return Model(
+        "spacy-trf.TokenPooler",
+        _token_forward,
+        init=_token_init,
+        layers=[pooling],
+        dims={"nO": None},
+    )
+
+
+def _token_init(model: Model, X: list[LayerRows] | None = None, Y: Any = None) -> None:
+    if X:
+        model.set_dim("nO", int(X[0].pieces.shape[1]), force=True)
+
+
+def _token_forward(
+    model: Model, rows: list[LayerRows], is_train: bool
+) -> tuple[list[Floats2d], Callable[[list[Floats2d]], list[RowsGradient]]]:
+    ops, xp = model.ops, model.ops.xp
+    pooling = model.layers[0]
+    if not rows:
+        return [], lambda dY: []
+    width = int(rows[0].pieces.shape[1])
+    n_pieces = [len(r.pieces) for r in rows]
+    n_tokens = [len(r.align.lengths) for r in rows]
+    # Every doc's rows and alignment in one Ragged: one pooling call per batch.
+    starts = ops.asarray1i([0, *n_pieces[:-1]]).cumsum()
+    index = xp.concatenate(
+        [xp.asarray(r.align.dataXd, dtype="i") + int(s) for r, s in zip(rows, starts, strict=True)]
+    )
+    lengths = xp.concatenate([xp.asarray(r.align.lengths, dtype="i") for r in rows])
+    table = xp.concatenate([r.pieces for r in rows]) if sum(n_pieces) else ops.alloc2f(0, width)
+    has_pieces = lengths > 0
+    pooled, bp_pool = pooling(Ragged(table[index], cast(Ints1d, lengths[has_pieces])), is_train)
+    Y = ops.alloc2f(len(lengths), width)
+    Y[has_pieces] = pooled
+    splits = xp.cumsum(xp.asarray(n_tokens))[:-1].tolist()
+
+    def backprop(dY: list[Floats2d]) -> list[RowsGradient]:
+        d_all = xp.concatenate(dY) if dY else ops.alloc2f(0, width)
+        d_ragged = bp_pool(ops.asarray2f(d_all[has_pieces]))
+        d_table = ops.alloc2f(len(table), width)
+        ops.scatter_add(d_table, index, cast(Floats2d, d_ragged.dataXd))
+        piece_splits = xp.cumsum(xp.asarray(n_pieces))[:-1].tolist()
+        return [RowsGradient(d_pieces=d) for d in xp.split(d_table, piece_splits)]
+
+    return xp.split(Y, splits), backprop
+
+
+def DocPooler(pooling: str = "cls") -> Model[list[LayerRows], Floats2d]:
+    """One row per doc: the class token's row ("cls", averaged over the doc's windows) or the
+    mean over the doc's pieces ("mean"). Empty docs get a zero row."""
+    if pooling not in DOC_POOLINGS:
+        raise ValueError(f"pooling must be one of {DOC_POOLINGS}, got {pooling!r}.")
+    return Model(
+        "spacy-trf.DocPooler",
+        _doc_forward,
+        init=_token_init,
+        dims={"nO": None},
+        attrs={"pooling": pooling},
+    )
+
+
+def _doc_forward(
+    model: Model, rows: list[LayerRows], is_train: bool
+) -> tuple[Floats2d, Callable[[Floats2d], list[RowsGradient]]]:
+    ops = model.ops
+    use_cls = model.attrs["pooling"] == "cls"
+    width = int(rows[0].pieces.shape[1]) if rows else int(model.get_dim("nO") or 0)
+    sources = []
+    for r in rows:
+        if use_cls:
+            sources.append(
+                r.specials[r.cls_index :: r.n_special] if r.n_special else r.specials[:0]
+            )
+        else:
+            sources.append(r.pieces)
+    Y = ops.alloc2f(len(rows), width)
+    for i, source in enumerate(sources):
+        if len(source):
+            Y[i] = source.mean(axis=0)
+
+    def backprop(dY: Floats2d) -> list[RowsGradient]:
+        grads = []
+        for i, (r, source) in enumerate(zip(rows, sources, strict=True)):
+            n = len(source)
+            if use_cls:
+                d_specials = ops.alloc2f(*r.specials.shape)
+                if n:
+                    d_specials[r.cls_index :: r.n_special] = dY[i] / n
+                grads.append(RowsGradient(d_specials=d_specials))
+            else:
+                d_pieces = ops.alloc2f(*r.pieces.shape)
+                if n:
+                    d_pieces += dY[i] / n
+                grads.append(RowsGradient(d_pieces=d_pieces))
+        return grads
+
+    return Y, backprop
