@@ -1,58 +1,6 @@
-"""``python -m spacy_trf demo``: encode sample text and show alignment and similarity."""
+"""``python -m spacy_trf``: the same commands as ``spacy-trf``."""
 
-import argparse
-import os
-
-SAMPLE = (
-    "Laced with dreams-dripping in reality, the American Dream reignites after 9.11 with a true "
-    "story about the Devil Ray's mid-life rookie, Jimmy Morris."
-)
-PAIRS = [
-    ("A cat sleeps on the sofa.", "A dog naps on the couch."),
-    ("A cat sleeps on the sofa.", "Shares fell as bond yields rose."),
-]
-
-
-def demo(model: str, text: str) -> None:
-    import spacy
-
-    nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "trf",
-        config={
-            "model": {"name": model},
-            "set_extra_annotations": {"@annotation_setters": "spacy-trf.doc_tensor.v1"},
-        },
-    )
-    nlp.initialize()
-    doc = nlp(text)
-    out = doc._.trf
-    print(f"model: {model}")
-    print(
-        f"{len(doc)} tokens, {len(out.piece_ids)} pieces, {len(out.window_ranges)} window(s), "
-        f"hidden width {out.width}\n"
-    )
-    texts = out.piece_texts
-    for tok in doc:
-        print(f"  {tok.text!r:>14} -> {' '.join(texts[i] for i in out.token_pieces(tok.i))}")
-    print()
-    for a, b in PAIRS:
-        print(f"  similarity({a!r}, {b!r}) = {nlp(a).similarity(nlp(b)):.3f}")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m spacy_trf")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="encode sample text; print alignment and similarity")
-    p_demo.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
-    p_demo.add_argument("--text", default=SAMPLE)
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    demo(args.model, args.text)
-
+from .cli import main
 
 if __name__ == "__main__":
     main()

@@ -5,11 +5,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import srsly
 import torch
+from thinc.api import Optimizer, torch2xp, xp2torch
 from thinc.shims import PyTorchShim
+from thinc.types import FloatsXd
 from thinc.util import get_torch_default_device
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 from transformers.models.auto.modeling_auto import (
@@ -161,6 +163,29 @@ class HFShim(PyTorchShim):
         # Loading options (trust_remote_code, attn_implementation, ...) reused for saved copies.
         self.tokenizer_config = dict(tokenizer_config or {})
         self.transformer_config = dict(transformer_config or {})
+
+    def finish_update(self, optimizer: Optimizer, lr_scale: float = 1.0) -> None:
+        """Step the weights that received a gradient, at lr_scale times the optimizer's rate.
+
+        Gradients are then dropped (not zeroed), so weights without a gradient in the next
+        update are left alone instead of drifting on the optimizer's momentum.
+        """
+        scaler = self._grad_scaler
+        for name, param in self._model.named_parameters():
+            if param.grad is None:
+                continue
+            if not scaler.found_inf:  # fp16: skip the step if a gradient overflowed
+                # lr_scale only when needed: custom optimizers may not take it.
+                scale = {"lr_scale": lr_scale} if lr_scale != 1.0 else {}
+                data, _ = optimizer(
+                    (self.id, name),
+                    cast(FloatsXd, torch2xp(param.data)),
+                    cast(FloatsXd, torch2xp(param.grad)),
+                    **scale,
+                )
+                param.data = xp2torch(data, requires_grad=True, device=param.device)
+            param.grad = None
+        scaler.update()
 
     @property
     def loaded(self) -> bool:

@@ -52,6 +52,15 @@ class TransformerListener(Model):
         self._outputs = outputs
         self._backprop = backprop
 
+    def _received(self, docs: list[Doc]) -> bool:
+        """Whether docs are the batch last received: the same Doc objects, carrying the same
+        outputs (Doc ids alone can be reused once an earlier batch is freed)."""
+        if self._batch_id is None or self._outputs is None:
+            return False
+        if self._batch_id != self.get_batch_id(docs):
+            return False
+        return all(doc._.trf is out for doc, out in zip(docs, self._outputs, strict=True))
+
     def clear(self) -> None:
         self._batch_id = self._outputs = self._backprop = None
 
@@ -63,7 +72,7 @@ def _no_backprop(d_outputs: list[DocTransformerGradient]) -> list:
 def _listener_forward(
     model: TransformerListener, docs: list[Doc], is_train: bool
 ) -> tuple[list[DocTransformerOutput], Backprop]:
-    if is_train and model._batch_id is not None and model._batch_id == model.get_batch_id(docs):
+    if is_train and model._received(docs):
         assert model._outputs is not None and model._backprop is not None
         return model._outputs, model._backprop
     outputs = [doc._.trf for doc in docs]

@@ -16,6 +16,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer
 
 from .cache import OutputCache
+from .hf import HFShim
 from .hooks import AnnotationSetter
 from .listener import TransformerListener
 from .model import check_window, get_shim
@@ -54,6 +55,7 @@ if not Doc.has_extension("trf"):
         "feature_cache_mb": 0,
         "mixed_precision": False,
         "gradient_checkpointing": False,
+        "learn_rate_scale": 1.0,
     },
 )
 def make_transformer(
@@ -66,6 +68,7 @@ def make_transformer(
     feature_cache_mb: float,
     mixed_precision: bool,
     gradient_checkpointing: bool,
+    learn_rate_scale: float,
 ) -> "Transformer":
     """Create a trf component.
 
@@ -80,6 +83,9 @@ def make_transformer(
         fp16 with a gradient scaler). No effect on CPU.
     gradient_checkpointing (bool): On GPU, recompute activations in backward to save memory.
         No effect on CPU.
+    learn_rate_scale (float): Multiplies the optimizer's learning rate for the encoder's
+        weights; the heads keep the full rate (e.g. 0.05 with a rate of 1e-3: heads learn fast,
+        the pretrained encoder moves gently).
     """
     return Transformer(
         nlp.vocab,
@@ -91,6 +97,7 @@ def make_transformer(
         feature_cache_mb=feature_cache_mb,
         mixed_precision=mixed_precision,
         gradient_checkpointing=gradient_checkpointing,
+        learn_rate_scale=learn_rate_scale,
     )
 
 
@@ -126,6 +133,7 @@ class Transformer(TrainablePipe):
         feature_cache_mb: float = 0,
         mixed_precision: bool = False,
         gradient_checkpointing: bool = False,
+        learn_rate_scale: float = 1.0,
     ) -> None:
         if (
             not isinstance(max_batch_pieces, int)
@@ -140,6 +148,8 @@ class Transformer(TrainablePipe):
                 "set_extra_annotations must be an annotation setter, e.g. "
                 f"spacy-trf.doc_tensor.v1; got {set_extra_annotations!r}."
             )
+        if not isinstance(learn_rate_scale, int | float) or learn_rate_scale < 0:
+            raise ValueError(f"learn_rate_scale must be a number >= 0, got {learn_rate_scale!r}.")
         if not isinstance(feature_cache_mb, int | float) or feature_cache_mb < 0:
             raise ValueError(
                 f"feature_cache_mb must be a number of megabytes >= 0, got {feature_cache_mb!r}."
@@ -154,11 +164,13 @@ class Transformer(TrainablePipe):
             "feature_cache_mb": feature_cache_mb,
             "mixed_precision": bool(mixed_precision),
             "gradient_checkpointing": bool(gradient_checkpointing),
+            "learn_rate_scale": float(learn_rate_scale),
         }
         self.listener_map: dict[str, list[TransformerListener]] = {}
         self.cache = OutputCache(feature_cache_mb)
         self._cache_id = uuid.uuid4().hex  # new weights (load, initialize) -> new cache keys
         self._pending: _Pending | None = None
+        self._has_gradient = False  # a backward ran since the last step
         self._apply_cfg()
         model.attrs["replace_listener"] = replace_listener
         model.attrs["replace_listener_cfg"] = replace_listener_cfg
@@ -306,6 +318,7 @@ class Transformer(TrainablePipe):
         pending.done = True
         if any(g is not None for g in pending.grads):
             pending.backprop([g or DocTransformerGradient() for g in pending.grads])
+            self._has_gradient = True
         if pending.sgd is not None:
             self._step(pending.sgd)
 
@@ -323,8 +336,25 @@ class Transformer(TrainablePipe):
         self._step(sgd)
 
     def _step(self, sgd: Optimizer) -> None:
-        if not self.frozen:
-            self.model.finish_update(sgd)
+        """Update the weights that got a gradient since the last step, at the scaled rate."""
+        if self.frozen or not self._has_gradient:
+            return
+        self._has_gradient = False
+        scale = self.cfg["learn_rate_scale"]
+        for node in self.model.walk():
+            for shim in node.shims:
+                if isinstance(shim, HFShim):
+                    shim.finish_update(sgd, lr_scale=scale)
+                else:
+                    shim.finish_update(sgd)
+            for name in node.param_names:
+                if node.has_grad(name):
+                    kwargs = {"lr_scale": scale} if scale != 1.0 else {}
+                    param, grad = sgd(
+                        (node.id, name), node.get_param(name), node.get_grad(name), **kwargs
+                    )
+                    node.set_param(name, param)
+                    node.set_grad(name, node.ops.alloc(grad.shape, dtype=grad.dtype))
 
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> None:
         """Write cfg and the encoder as a plain Hugging Face directory at path/model."""

@@ -51,16 +51,18 @@ def _token_forward(
     lengths = xp.concatenate([xp.asarray(r.align.lengths, dtype="i") for r in rows])
     table = xp.concatenate([r.pieces for r in rows]) if sum(n_pieces) else ops.alloc2f(0, width)
     has_pieces = lengths > 0
-    pooled, bp_pool = pooling(Ragged(table[index], cast(Ints1d, lengths[has_pieces])), is_train)
     Y = ops.alloc2f(len(lengths), width)
-    Y[has_pieces] = pooled
+    if has_pieces.any():
+        pooled, bp_pool = pooling(Ragged(table[index], cast(Ints1d, lengths[has_pieces])), is_train)
+        Y[has_pieces] = pooled
     splits = xp.cumsum(xp.asarray(n_tokens))[:-1].tolist()
 
     def backprop(dY: list[Floats2d]) -> list[RowsGradient]:
-        d_all = xp.concatenate(dY) if dY else ops.alloc2f(0, width)
-        d_ragged = bp_pool(ops.asarray2f(d_all[has_pieces]))
         d_table = ops.alloc2f(len(table), width)
-        ops.scatter_add(d_table, index, cast(Floats2d, d_ragged.dataXd))
+        if has_pieces.any():
+            d_all = xp.concatenate(dY)
+            d_ragged = bp_pool(ops.asarray2f(d_all[has_pieces]))
+            ops.scatter_add(d_table, index, cast(Floats2d, d_ragged.dataXd))
         piece_splits = xp.cumsum(xp.asarray(n_pieces))[:-1].tolist()
         return [RowsGradient(d_pieces=d) for d in xp.split(d_table, piece_splits)]
 

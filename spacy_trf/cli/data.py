@@ -1,0 +1,85 @@
+"""Read training data for the quickstart with spaCy's converters: .spacy, CoNLL-U, IOB, JSONL."""
+
+from pathlib import Path
+from typing import Any
+
+import srsly
+from spacy.tokens import Doc, DocBin
+from spacy.training.converters import conll_ner_to_docs, conllu_to_docs, iob_to_docs
+from spacy.vocab import Vocab
+
+FORMATS = ".spacy, .conllu, .iob/.conll/.txt (IOB columns or word|tag|iob), .jsonl"
+
+
+def read_docs(path: str | Path, vocab: Vocab) -> list[Doc]:
+    """Annotated docs from a file in one of FORMATS."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No data file at {path}. Formats: {FORMATS}.")
+    suffix = path.suffix.lower()
+    if suffix == ".spacy":
+        return list(DocBin().from_disk(path).get_docs(vocab))
+    if suffix == ".jsonl":
+        return [_json_doc(vocab, line, i, path) for i, line in enumerate(srsly.read_jsonl(path))]
+    text = path.read_text(encoding="utf8")
+    if suffix == ".conllu":
+        return list(conllu_to_docs(text, n_sents=10, no_print=True))
+    if suffix in (".iob", ".conll", ".txt"):
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        if "|" in first.split()[0] if first.split() else False:
+            return list(iob_to_docs(text, n_sents=10, no_print=True))
+        return list(conll_ner_to_docs(text, n_sents=10, no_print=True))
+    raise ValueError(f"Unsupported data file {path.name}: use one of {FORMATS}.")
+
+
+def _json_doc(vocab: Vocab, record: dict[str, Any], i: int, path: Path) -> Doc:
+    """A line is {"words", "spaces", "tags"?, "entities"? (IOB per word), "cats"?} or
+    {"text", "entities"? ([start, end, label] character spans), "cats"?}."""
+    cats = record.get("cats", {})
+    if "words" in record:
+        ents = record.get("entities")
+        doc = Doc(
+            vocab,
+            words=record["words"],
+            spaces=record.get("spaces"),
+            tags=record.get("tags"),
+            pos=record.get("pos"),
+            ents=ents or None,
+        )
+    elif "text" in record:
+        from spacy.lang.en import English
+
+        doc = English(vocab).make_doc(record["text"])
+        spans = [doc.char_span(s, e, label=label) for s, e, label in record.get("entities", [])]
+        if any(span is None for span in spans):
+            raise ValueError(f"{path}:{i + 1}: an entity does not match token boundaries.")
+        doc.ents = spans  # type: ignore[assignment]
+    else:
+        raise ValueError(f'{path}:{i + 1}: each line needs "words" or "text".')
+    doc.cats = dict(cats)
+    return doc
+
+
+def infer_pipeline(docs: list[Doc]) -> list[str]:
+    """The components the annotations of docs can train."""
+    pipeline = []
+    if any(doc.has_annotation("TAG") for doc in docs):
+        pipeline.append("tagger")
+    if any(doc.has_annotation("POS") or doc.has_annotation("MORPH") for doc in docs):
+        pipeline.append("morphologizer")
+    if any(doc.has_annotation("DEP") for doc in docs):
+        pipeline.append("parser")
+    if any(doc.has_annotation("ENT_IOB") for doc in docs):
+        pipeline.append("ner")
+    cats = [doc.cats for doc in docs if doc.cats]
+    if cats:
+        exclusive = all(sum(1 for v in c.values() if v >= 0.5) == 1 for c in cats)
+        pipeline.append("textcat" if exclusive else "textcat_multilabel")
+    if not pipeline:
+        raise ValueError("The training data has no annotations (tags, entities, cats, ...).")
+    return pipeline
+
+
+def write_docbin(docs: list[Doc], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    DocBin(docs=docs, store_user_data=False).to_disk(path)

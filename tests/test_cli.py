@@ -1,0 +1,188 @@
+"""The spacy-trf CLI: init-config writes complete configs that spaCy trains, evaluates and fills
+without changes; the quickstart trains, saves and annotates."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spacy
+from spacy.cli.evaluate import evaluate
+from spacy.cli.train import train
+from spacy.tokens import Doc, DocBin, Span
+from thinc.api import Config
+from typer.testing import CliRunner
+
+from spacy_trf.cli import app
+from spacy_trf.cli.data import infer_pipeline, read_docs
+from spacy_trf.cli.init_config import COMPONENTS, make_config
+
+ALL = list(COMPONENTS)
+# words, tags, pos, heads (absolute), deps, entities (IOB), spans (start, end, label), category
+SENTENCES = [
+    (
+        "Anna visited Paris in May .".split(),
+        ["NNP", "VBD", "NNP", "IN", "NNP", "."],
+        ["PROPN", "VERB", "PROPN", "ADP", "PROPN", "PUNCT"],
+        [1, 1, 1, 4, 1, 1],
+        ["nsubj", "ROOT", "dobj", "case", "obl", "punct"],
+        ["B-PERSON", "O", "B-GPE", "O", "B-DATE", "O"],
+        [(0, 1, "WHO"), (2, 3, "WHERE")],
+        "TRAVEL",
+    ),
+    (
+        "The team won the cup .".split(),
+        ["DT", "NN", "VBD", "DT", "NN", "."],
+        ["DET", "NOUN", "VERB", "DET", "NOUN", "PUNCT"],
+        [1, 2, 2, 4, 2, 2],
+        ["det", "nsubj", "ROOT", "det", "dobj", "punct"],
+        ["O", "O", "O", "O", "O", "O"],
+        [(0, 2, "WHO")],
+        "SPORTS",
+    ),
+    (
+        "Acme sold shares in Berlin .".split(),
+        ["NNP", "VBD", "NNS", "IN", "NNP", "."],
+        ["PROPN", "VERB", "NOUN", "ADP", "PROPN", "PUNCT"],
+        [1, 1, 1, 4, 1, 1],
+        ["nsubj", "ROOT", "dobj", "case", "obl", "punct"],
+        ["B-ORG", "O", "O", "O", "B-GPE", "O"],
+        [(0, 1, "WHO"), (4, 5, "WHERE")],
+        "BUSINESS",
+    ),
+    (
+        "Players ran fast today .".split(),
+        ["NNS", "VBD", "RB", "NN", "."],
+        ["NOUN", "VERB", "ADV", "NOUN", "PUNCT"],
+        [1, 1, 1, 1, 1],
+        ["nsubj", "ROOT", "advmod", "npadvmod", "punct"],
+        ["O", "O", "O", "B-DATE", "O"],
+        [(0, 1, "WHO")],
+        "SPORTS",
+    ),
+]
+LABELS = ["TRAVEL", "SPORTS", "BUSINESS"]
+
+
+def annotated_docs(vocab: spacy.Vocab) -> list[Doc]:
+    docs = []
+    for words, tags, pos, heads, deps, ents, spans, cat in SENTENCES:
+        morphs = ["Number=Plur" if t in ("NNS",) else "Number=Sing" for t in tags]
+        doc = Doc(
+            vocab, words=words, tags=tags, pos=pos, morphs=morphs, heads=heads, deps=deps, ents=ents
+        )
+        doc.spans["sc"] = [Span(doc, s, e, label=label) for s, e, label in spans]
+        doc.cats = {label: float(label == cat) for label in LABELS}
+        docs.append(doc)
+    return docs
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    docs = annotated_docs(spacy.blank("en").vocab)
+    DocBin(docs=docs * 3).to_disk(root / "train.spacy")
+    DocBin(docs=docs).to_disk(root / "dev.spacy")
+    return root
+
+
+def test_init_config_cli_writes_a_complete_config(tmp_path: Path, model_dirs: dict) -> None:
+    out = tmp_path / "all.cfg"
+    result = CliRunner().invoke(
+        app,
+        [
+            "init-config",
+            str(out),
+            "--lang",
+            "en",
+            "--pipeline",
+            ",".join(ALL),
+            "--model",
+            model_dirs["roberta"],
+            "--optimize",
+            "accuracy",
+            "--frozen",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    config = Config().from_disk(out)
+    assert config["nlp"]["pipeline"] == ["trf", *ALL]
+    assert config["components"]["trf"]["frozen"] is True
+    assert "???" not in out.read_text()
+    for name in ALL:
+        t2v = config["components"][name]["model"]["tok2vec"]["@architectures"]
+        assert t2v.startswith("spacy-trf."), name
+    optimizer = config["training"]["optimizer"]
+    assert optimizer["@optimizers"] == "Adam.v1"
+    assert optimizer["learn_rate"]["@schedules"] == "warmup_linear.v1"
+    assert config["training"]["batcher"]["@batchers"] == "spacy.batch_by_padded.v1"
+    # `spacy init fill-config` has nothing to add.
+    filled = tmp_path / "filled.cfg"
+    subprocess.run(
+        [sys.executable, "-m", "spacy", "init", "fill-config", str(out), str(filled)],
+        check=True,
+        capture_output=True,
+    )
+    assert filled.read_text() == out.read_text()
+
+
+def test_init_config_rejects_bad_values(tmp_path: Path) -> None:
+    runner = CliRunner()
+    bad = runner.invoke(app, ["init-config", str(tmp_path / "x.cfg"), "--pipeline", "tagger,lemma"])
+    assert bad.exit_code == 1 and "lemma" in bad.output
+    assert not (tmp_path / "x.cfg").exists()
+    bad = runner.invoke(app, ["init-config", str(tmp_path / "y.cfg"), "--optimize", "speed"])
+    assert bad.exit_code == 1 and "optimize" in bad.output
+
+
+def test_every_component_trains_with_spacy_train_and_evaluates(
+    tmp_path: Path, corpus: Path, model_dirs: dict
+) -> None:
+    config = make_config(ALL, model=model_dirs["roberta"], max_steps=6)
+    config_path = tmp_path / "config.cfg"
+    config_path.write_text(config.to_str())
+    overrides = {
+        "paths.train": str(corpus / "train.spacy"),
+        "paths.dev": str(corpus / "dev.spacy"),
+        "training.eval_frequency": 3,
+        "training.accumulate_gradient": 1,
+        "training.batcher.size": 50,
+        "training.logger.progress_bar": False,
+        "components.parser.min_action_freq": 1,
+    }
+    train(config_path, tmp_path / "out", overrides=overrides)
+    best = tmp_path / "out" / "model-best"
+    nlp = spacy.load(best)
+    assert nlp.pipe_names == ["trf", *ALL]
+    doc = nlp("Anna visited Berlin in May .")
+    assert len(doc.cats) == 3 and doc.has_annotation("TAG") and doc.has_annotation("DEP")
+    scores = evaluate(str(best), corpus / "dev.spacy", output=tmp_path / "scores.json")
+    for key in ("tag_acc", "pos_acc", "morph_acc", "dep_las", "ents_f", "spans_sc_f", "cats_score"):
+        assert key in scores, key
+    assert json.loads((tmp_path / "scores.json").read_text())["tag_acc"] == pytest.approx(
+        scores["tag_acc"]
+    )
+
+
+def test_data_readers_and_pipeline_inference(tmp_path: Path) -> None:
+    vocab = spacy.blank("en").vocab
+    sample = Path(__file__).parent.parent / "spacy_trf" / "data" / "quickstart"
+    docs = read_docs(sample / "train.jsonl", vocab)
+    assert len(docs) >= 200 and infer_pipeline(docs) == ["tagger", "ner", "textcat"]
+    (tmp_path / "t.iob").write_text("Anna|NNP|B-PER lives|VBZ|O in|IN|O Rome|NNP|B-LOC\n")
+    iob = read_docs(tmp_path / "t.iob", vocab)
+    assert [e.label_ for e in iob[0].ents] == ["PER", "LOC"]
+    conll = "-DOCSTART- -X- O O\n\nAnna NNP B-NP B-PER\nsings VBZ B-VP O\n\n"
+    (tmp_path / "t.txt").write_text(conll)
+    assert [e.text for e in read_docs(tmp_path / "t.txt", vocab)[0].ents] == ["Anna"]
+    (tmp_path / "t.jsonl").write_text(
+        json.dumps({"text": "Anna sings.", "entities": [[0, 4, "PER"]], "cats": {"A": 1.0}})
+    )
+    doc = read_docs(tmp_path / "t.jsonl", vocab)[0]
+    assert doc.ents[0].text == "Anna" and doc.cats == {"A": 1.0}
+    with pytest.raises(ValueError, match="Unsupported data file"):
+        (tmp_path / "t.csv").write_text("a,b")
+        read_docs(tmp_path / "t.csv", vocab)
+    with pytest.raises(FileNotFoundError, match="No data file"):
+        read_docs(tmp_path / "missing.spacy", vocab)
