@@ -71,8 +71,8 @@ def quickstart_cli(
     dev: Path | None = typer.Option(None, "--dev", help="Development data."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
     pipeline: str = typer.Option("", "--pipeline", "-p", help="Default: from the annotations."),
-    max_steps: int = typer.Option(600, "--max-steps"),
-    eval_frequency: int = typer.Option(100, "--eval-frequency"),
+    max_steps: int = typer.Option(250, "--max-steps"),
+    eval_frequency: int = typer.Option(50, "--eval-frequency"),
     frozen: bool = typer.Option(False, "--frozen"),
     text: str | None = typer.Option(None, "--text", help="Text to annotate at the end."),
 ) -> None:
