@@ -4,6 +4,8 @@ import importlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,6 +20,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
+from transformers.utils import logging as hf_logging
 
 from .pieces import PieceTokenizer
 
@@ -41,6 +44,18 @@ BIDIRECTIONAL_CAUSAL_LM = {"xlnet"}
 
 class ModelLoadError(OSError):
     """A Hugging Face model or tokenizer could not be loaded or is unsuitable."""
+
+
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No transformers progress bars while a pipeline loads or saves (spaCy loads silently)."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_name(name: str) -> str:
@@ -124,7 +139,8 @@ def load_hf(
     check_encoder(config, name)
     tokenizer = load_tokenizer(source, dict(tokenizer_config or {}))
     try:
-        model = AutoModel.from_pretrained(source, **transformer_config)
+        with quiet_progress():
+            model = AutoModel.from_pretrained(source, **transformer_config)
     except (OSError, ValueError, TypeError) as err:
         raise ModelLoadError(f"Could not load the weights of '{name}': {err}") from err
     return model, tokenizer
@@ -136,7 +152,8 @@ def save_hf(model: torch.nn.Module, tokenizer: Any, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)  # type: ignore[operator]
+        with quiet_progress():
+            model.save_pretrained(tmp, safe_serialization=True)  # type: ignore[operator]
         tokenizer.save_pretrained(tmp)
         if path.exists():
             shutil.rmtree(path)

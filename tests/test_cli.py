@@ -186,3 +186,31 @@ def test_data_readers_and_pipeline_inference(tmp_path: Path) -> None:
         read_docs(tmp_path / "t.csv", vocab)
     with pytest.raises(FileNotFoundError, match="No data file"):
         read_docs(tmp_path / "missing.spacy", vocab)
+
+
+def test_quickstart_trains_saves_and_annotates(
+    tmp_path: Path, model_dirs: dict, capsys: pytest.CaptureFixture
+) -> None:
+    from spacy_trf.cli.quickstart import quickstart
+
+    scores = quickstart(
+        tmp_path / "qs",
+        model=model_dirs["roberta"],
+        max_steps=4,
+        eval_frequency=2,
+        text="Anna ran.",
+    )
+    printed = capsys.readouterr().out
+    assert "Dev scores" in printed and "Annotated sample" in printed and "Anna" in printed
+    for key in ("tag_acc", "ents_f", "cats_score"):
+        assert key in scores
+    nlp = spacy.load(tmp_path / "qs" / "model-best")
+    assert nlp.pipe_names == ["trf", "tagger", "ner", "textcat"]
+    assert (tmp_path / "qs" / "config.cfg").exists()
+
+
+def test_quickstart_needs_train_and_dev_together(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["quickstart", "-o", str(tmp_path), "--train", str(tmp_path / "t.spacy")]
+    )
+    assert result.exit_code == 1 and "--dev" in result.output

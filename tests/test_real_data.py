@@ -4,10 +4,9 @@ UD English-EWT training sentences, scored on 300 dev sentences (../shared/data).
 from pathlib import Path
 
 import pytest
-import spacy
+from spacy.cli.evaluate import evaluate
 from spacy.cli.train import train
 from spacy.tokens import DocBin
-from spacy.training import Example
 from spacy.training.converters import conllu_to_docs
 
 from spacy_trf.cli.init_config import make_config
@@ -15,9 +14,9 @@ from spacy_trf.cli.init_config import make_config
 from .conftest import data_dir
 
 EWT = data_dir() / "ud-en-ewt"
-# Floors set from measured runs (see the README), with a margin for run-to-run noise.
-TAG_FLOOR = 0.88
-POS_FLOOR = 0.89
+# Floors from a measured run (TAG 0.948, UPOS 0.953 after 300 steps), minus a margin for noise.
+TAG_FLOOR = 0.92
+POS_FLOOR = 0.93
 
 
 def read_sentences(path: Path, limit: int) -> list:
@@ -51,8 +50,7 @@ def test_ewt_tagger_reaches_its_floor(tmp_path: Path, model_dirs: dict) -> None:
         "training.logger.progress_bar": False,
     }
     train(tmp_path / "config.cfg", tmp_path / "out", overrides=overrides)
-    nlp = spacy.load(tmp_path / "out" / "model-last")
-    scores = nlp.evaluate([Example(nlp.make_doc(d.text), d) for d in dev_docs])
+    scores = evaluate(str(tmp_path / "out" / "model-last"), tmp_path / "dev.spacy")
     print(f"EWT 1k/300: TAG {scores['tag_acc']:.4f} UPOS {scores['pos_acc']:.4f}")
     assert scores["tag_acc"] >= TAG_FLOOR
     assert scores["pos_acc"] >= POS_FLOOR
