@@ -783,3 +783,15 @@ def test_inline_tok2vec_transformer_trains_and_round_trips(
         again = loaded.get_pipe("tagger").model.predict([loaded.make_doc(t) for t in TEXTS])
         for a, b in zip(scores, again, strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_encoder_weights_are_updated_in_place(model_dirs: dict[str, str]) -> None:
+    """Steps write into the parameters' own storage (rebinding them grew memory every step)."""
+    nlp, egs = build(model_dirs["roberta"], {"tagger": tagger()})
+    params = list(get_shim(nlp.get_pipe("trf").model)._model.parameters())
+    before = [(p.data_ptr(), p.detach().clone()) for p in params]
+    optimizer = Adam(0.01)
+    for _ in range(2):
+        nlp.update(egs, sgd=optimizer)
+    assert [p.data_ptr() for p in params] == [ptr for ptr, _ in before]
+    assert any(not torch.equal(p.detach(), old) for p, (_, old) in zip(params, before, strict=True))
