@@ -61,9 +61,6 @@ class TransformerListener(Model):
             return False
         return all(doc._.trf is out for doc, out in zip(docs, self._outputs, strict=True))
 
-    def clear(self) -> None:
-        self._batch_id = self._outputs = self._backprop = None
-
 
 def _no_backprop(d_outputs: list[DocTransformerGradient]) -> list:
     return []

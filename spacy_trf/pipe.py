@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -111,7 +111,6 @@ class _Pending:
     sgd: Optimizer | None
     received: int = 0
     done: bool = False
-    listeners: list[TransformerListener] = field(default_factory=list)
 
 
 class Transformer(TrainablePipe):
