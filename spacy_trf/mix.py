@@ -9,7 +9,13 @@ from typing import Any, cast
 from thinc.api import Model
 from thinc.types import Floats1d, Floats2d
 
-from .output import DocTransformerGradient, DocTransformerOutput, LayerRows, RowsGradient
+from .output import (
+    DocTransformerGradient,
+    DocTransformerOutput,
+    LayerRows,
+    RowsGradient,
+    add_optional,
+)
 
 Layers = str | list[int]
 GradFactor = float | Iterable[float]
@@ -157,8 +163,8 @@ def _average(
             d_special: list[Floats2d | None] = [None] * n_layers
             if factor != 0.0:
                 for i in layers:
-                    d_hidden[i] = _add_rows(d_hidden[i], _scaled(d.d_pieces, share))
-                    d_special[i] = _add_rows(d_special[i], _scaled(d.d_specials, share))
+                    d_hidden[i] = add_optional(d_hidden[i], _scaled(d.d_pieces, share))
+                    d_special[i] = add_optional(d_special[i], _scaled(d.d_specials, share))
             grads.append(
                 DocTransformerGradient(d_hidden_states=d_hidden, d_special_hidden_states=d_special)
             )
@@ -226,9 +232,3 @@ def _scalar_mix(
         return grads
 
     return rows, backprop
-
-
-def _add_rows(a: Floats2d | None, b: Floats2d | None) -> Floats2d | None:
-    if a is None or b is None:
-        return b if a is None else a
-    return a + b

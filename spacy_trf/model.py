@@ -17,7 +17,7 @@ from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
 from thinc.types import Floats2d, Ints1d, Ints2d
 
 from .hf import HFShim, load_hf
-from .output import DocTransformerGradient, DocTransformerOutput
+from .output import DocTransformerGradient, DocTransformerOutput, add_optional
 from .pieces import DocPieces, PieceTokenizer
 from .registry import architectures
 from .spans import SpanGetter
@@ -382,7 +382,7 @@ def _gather_grads(
         for d in d_outputs:
             layer = d.d_hidden_states[i] if d.d_hidden_states is not None else None
             if last and d.d_last_hidden_state is not None:
-                layer = _plus(layer, d.d_last_hidden_state)
+                layer = add_optional(layer, d.d_last_hidden_state)
             parts.append(layer)
         specials = []
         for d in d_outputs:
@@ -390,7 +390,7 @@ def _gather_grads(
                 d.d_special_hidden_states[i] if d.d_special_hidden_states is not None else None
             )
             if last and d.d_special_hidden_state is not None:
-                special = _plus(special, d.d_special_hidden_state)
+                special = add_optional(special, d.d_special_hidden_state)
             specials.append(special)
         if all(x is None for x in parts) and all(x is None for x in specials):
             result.append(None)
@@ -410,7 +410,3 @@ def _gather_grads(
                     g_special[wa * n_special : wb * n_special] = xp2torch(part, device=device)
         result.append((g_acc, g_special))
     return result
-
-
-def _plus(a: Floats2d | None, b: Floats2d) -> Floats2d:
-    return b if a is None else cast(Floats2d, a + b)

@@ -66,9 +66,9 @@ def add_gradients(
     if a is None or b is None:
         return b if a is None else a
     return DocTransformerGradient(
-        d_last_hidden_state=_add(a.d_last_hidden_state, b.d_last_hidden_state),
+        d_last_hidden_state=add_optional(a.d_last_hidden_state, b.d_last_hidden_state),
         d_hidden_states=_add_lists(a.d_hidden_states, b.d_hidden_states),
-        d_special_hidden_state=_add(a.d_special_hidden_state, b.d_special_hidden_state),
+        d_special_hidden_state=add_optional(a.d_special_hidden_state, b.d_special_hidden_state),
         d_special_hidden_states=_add_lists(a.d_special_hidden_states, b.d_special_hidden_states),
     )
 
@@ -79,10 +79,11 @@ def _add_lists(
     if a is None or b is None:
         return b if a is None else a
     n = max(len(a), len(b))
-    return [_add(x, y) for x, y in zip(_pad(a, n), _pad(b, n), strict=True)]
+    return [add_optional(x, y) for x, y in zip(_pad(a, n), _pad(b, n), strict=True)]
 
 
-def _add(x: Floats2d | None, y: Floats2d | None) -> Floats2d | None:
+def add_optional(x: Floats2d | None, y: Floats2d | None) -> Floats2d | None:
+    """x + y, where None stands for zero."""
     if x is None or y is None:
         return y if x is None else x
     return x + y
