@@ -214,3 +214,27 @@ def test_quickstart_needs_train_and_dev_together(tmp_path: Path) -> None:
         app, ["quickstart", "-o", str(tmp_path), "--train", str(tmp_path / "t.spacy")]
     )
     assert result.exit_code == 1 and "--dev" in result.output
+
+
+@pytest.mark.parametrize(
+    "flag,expected",
+    [
+        ([], {"tagger": False, "ner": True}),
+        (["--no-hybrid"], {"tagger": False, "ner": False}),
+        (["--hybrid"], {"tagger": True, "ner": True}),
+    ],
+)
+def test_init_config_hash_features_default_to_ner_only(
+    tmp_path: Path, flag: list[str], expected: dict[str, bool]
+) -> None:
+    out = tmp_path / "c.cfg"
+    result = CliRunner().invoke(
+        app, ["init-config", str(out), "--pipeline", "tagger,ner,textcat", *flag]
+    )
+    assert result.exit_code == 0, result.output
+    config = Config().from_disk(out)
+    for name, hybrid in expected.items():
+        arch = config["components"][name]["model"]["tok2vec"]["@architectures"]
+        assert (arch == "spacy-trf.HybridTok2Vec.v1") is hybrid, (name, flag)
+    assert config["components"]["textcat"]["model"]["pooling"] == "mean"
+    assert config["training"]["optimizer"]["learn_rate"]["initial_rate"] == 1e-3

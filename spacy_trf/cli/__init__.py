@@ -40,8 +40,11 @@ def init_config_cli(
         "efficiency", "--optimize", "-o", help=f"One of: {', '.join(OPTIMIZE)}."
     ),
     frozen: bool = typer.Option(False, "--frozen", help="Freeze the encoder; train heads only."),
-    hybrid: bool = typer.Option(
-        False, "--hybrid", help="Add hash-embedding features (shape, affixes) to token heads."
+    hybrid: bool | None = typer.Option(
+        None,
+        "--hybrid/--no-hybrid",
+        help="Add hash-embedding features (shape, affixes) to every token head / to none. "
+        "Default: ner only.",
     ),
 ) -> None:
     """Write a complete training config: spaCy components listening to one trf encoder."""

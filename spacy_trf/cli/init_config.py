@@ -21,6 +21,9 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 OPTIMIZE = ("efficiency", "accuracy")
 # Token-level components that can take extra hash-embedding features (--hybrid).
 TOKEN_COMPONENTS = ("tagger", "morphologizer", "parser", "ner", "spancat")
+# Components that get them by default: on CoNLL-2003 dev, MiniLM (uncased) + features gave
+# NER F1 91.8 against 90.7 without (benchmarks/accuracy).
+HYBRID_BY_DEFAULT = ("ner",)
 
 
 def listener(pooling: str = "reduce_mean.v1", layers: Any = "last") -> dict[str, Any]:
@@ -88,7 +91,8 @@ def component_config(name: str, tok2vec: dict[str, Any], accuracy: bool) -> dict
             "model": {
                 "@architectures": "spacy-trf.TransformerTextCat.v1",
                 "exclusive_classes": name == "textcat",
-                "pooling": "cls",
+                # all-MiniLM-L6-v2 was trained with mean pooling; emotion dev: mean 93.2, cls 92.9.
+                "pooling": "mean",
                 "layers": "last",
                 "grad_factor": 1.0,
                 "dropout": 0.1,
@@ -109,11 +113,15 @@ def make_config(
     model: str = DEFAULT_MODEL,
     optimize: str = "efficiency",
     frozen: bool = False,
-    hybrid_features: bool = False,
+    hybrid_features: bool | None = None,
     max_steps: int = 20000,
 ) -> Config:
     """A complete config (``spacy init fill-config`` leaves it unchanged) for training
-    ``pipeline`` on top of a shared trf encoder."""
+    ``pipeline`` on top of a shared trf encoder.
+
+    hybrid_features: add hash-embedding features to every token component (True), to none
+        (False), or to those in HYBRID_BY_DEFAULT (None).
+    """
     unknown = [p for p in pipeline if p not in COMPONENTS]
     if unknown or not pipeline:
         raise ValueError(
@@ -144,10 +152,12 @@ def make_config(
     }
     for name in pipeline:
         tok2vec = listener("reduce_first.v1" if name == "ner" else "reduce_mean.v1")
-        if hybrid_features and name in TOKEN_COMPONENTS:
+        with_features = name in HYBRID_BY_DEFAULT if hybrid_features is None else hybrid_features
+        if with_features and name in TOKEN_COMPONENTS:
             tok2vec = hybrid(tok2vec)
         components[name] = component_config(name, tok2vec, accuracy)
-    learn_rate = 1e-3 if frozen else 5e-4
+    # Heads 1e-3 (encoder 1e-4 through learn_rate_scale) beat 5e-4 on EWT and CoNLL dev.
+    learn_rate = 1e-3
     warmup = 0 if frozen else min(250, max_steps // 10)
     draft = {
         "paths": {"train": None, "dev": None},

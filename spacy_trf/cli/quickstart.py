@@ -59,7 +59,6 @@ def quickstart(
         lang=lang,
         model=model,
         frozen=frozen,
-        hybrid_features="ner" in pipeline,  # capitalisation features for uncased encoders
         max_steps=max_steps,
     )
     config_path = output / "config.cfg"
