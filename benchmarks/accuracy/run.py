@@ -320,21 +320,36 @@ def merge_results(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
+    """One markdown row per run: scores, steps (* = stopped early), wall time, words/s, where,
+    and the run.py arguments that reproduce it (hardware flags left out)."""
     runs: dict[tuple[str, str, str], dict[str, Any]] = {}
     for row in results:
         key = (row["task"], row["system"], row["device"])
-        run = runs.setdefault(key, {"row": row, "metrics": {}})
-        run["metrics"][row["metric"]] = row["value"]
-    print(f"| task | system | {'metric':<40} | wall min | train words/s | steps | device |")
-    print("|---|---|---|---|---|---|---|")
-    for (task_name, system, _), run in runs.items():
-        row = run["row"]
-        metrics = ", ".join(f"{k} {v:.2f}" for k, v in run["metrics"].items())
+        runs.setdefault(key, {"row": row, "metrics": {}})["metrics"][row["metric"]] = row["value"]
+    print(
+        "| task | system (`run.py` arguments) | dev scores | steps | wall | train words/s | where |"
+    )
+    print("|---|---|---|---:|---:|---:|---|")
+    by_task = sorted(runs.items(), key=lambda kv: list(TASKS).index(kv[0][0]))
+    for (task_name, system, device), run in by_task:
+        row, metrics = run["row"], run["metrics"]
+        scores = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if not k.startswith("F1 "))
+        per_type = [f"{k[3:]} {v:.1f}" for k, v in metrics.items() if k.startswith("F1 ")]
+        if per_type:
+            scores += f" ({', '.join(per_type)})"
+        argv = shlex.split(row["command"])[2:]
+        shown = [a for i, a in enumerate(argv) if not _hardware_flag(argv, i)]
+        steps = f"{row['steps']}{'*' if row.get('partial') else ''}"
         print(
-            f"| {task_name} | {row.get('description', system)} | "
-            f"{metrics} | {row['wall_seconds'] / 60:.1f} | {row['train_words_per_second']} | "
-            f"{row['steps']}{' (partial)' if row.get('partial') else ''} | {row['device']} |"
+            f"| {task_name} | {row.get('description', system)} (`{shlex.join(shown)}`) | {scores} "
+            f"| {steps} | {row['wall_seconds'] / 60:.0f} min | {row['train_words_per_second']:,} "
+            f"| {device} |"
         )
+
+
+def _hardware_flag(argv: list[str], i: int) -> bool:
+    flags = ("--gpu-id", "--threads", "--device")
+    return argv[i] in flags or (i > 0 and argv[i - 1] in flags)
 
 
 def main() -> None:
