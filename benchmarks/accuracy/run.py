@@ -96,7 +96,7 @@ def corpus(task_name: str, data: Path, work: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     for src, dst in zip((task.train, task.dev), paths, strict=True):
         docs = list(read_task_docs(task_name, data / src, nlp))
-        tmp = dst.with_suffix(".tmp")
+        tmp = dst.with_suffix(f".{os.getpid()}.tmp")  # parallel runs may convert at once
         DocBin(docs=docs, store_user_data=False).to_disk(tmp)
         tmp.replace(dst)
         print(f"{dst}: {len(docs)} docs, {sum(len(d) for d in docs)} tokens")
