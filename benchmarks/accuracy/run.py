@@ -104,16 +104,17 @@ def corpus(task_name: str, data: Path, work: Path) -> tuple[Path, Path]:
 
 
 def read_task_docs(task_name: str, path: Path, nlp: Any) -> Any:
-    from spacy.training.converters import conll_ner_to_docs, conllu_to_docs
-
+    """EWT and CoNLL through the quickstart's reader (spaCy's converters, 10 sentences a doc);
+    emotion's ``text;label`` lines as docs with one-hot exclusive cats."""
     if not path.exists():
         sys.exit(f"No data at {path}: pass --data pointing at shared/data.")
-    text = path.read_text(encoding="utf8")
-    if task_name == "ewt":
-        return conllu_to_docs(text, n_sents=10, no_print=True)
-    if task_name == "conll":
-        return conll_ner_to_docs(text, n_sents=10, no_print=True)
-    rows = [line.rsplit(";", 1) for line in text.splitlines() if line.strip()]
+    if task_name != "emotion":
+        from spacy_trf.cli.data import read_docs
+
+        return read_docs(path, nlp.vocab)
+    rows = [
+        line.rsplit(";", 1) for line in path.read_text(encoding="utf8").splitlines() if line.strip()
+    ]
     labels = sorted({label for _, label in rows})
     docs = []
     for words, label in rows:
