@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks" / "accuracy")
 import run as bench  # noqa: E402
 
 
-def args(tmp_path: Path, **kwargs: object) -> argparse.Namespace:
+def args(**kwargs: object) -> argparse.Namespace:
     defaults = {"max_steps": 0, "eval_frequency": 0, "set": [], "model": "some/model"}
     return argparse.Namespace(**{**defaults, **kwargs})
 
@@ -27,8 +27,8 @@ def test_emotion_lines_become_one_hot_exclusive_cats(tmp_path: Path) -> None:
 
 
 def test_spacy_transformers_config_keeps_heads_and_schedule(tmp_path: Path) -> None:
-    ours = Config().from_disk(bench.write_config("conll", "trf-plain", tmp_path, args(tmp_path)))
-    theirs = Config().from_disk(bench.write_config("conll", "st", tmp_path, args(tmp_path)))
+    ours = Config().from_disk(bench.write_config("conll", "trf-plain", tmp_path, args()))
+    theirs = Config().from_disk(bench.write_config("conll", "st", tmp_path, args()))
     text = theirs.to_str()
     assert "spacy-trf." not in text
     assert theirs["components"]["trf"]["factory"] == "transformer"
@@ -43,7 +43,7 @@ def test_spacy_transformers_config_keeps_heads_and_schedule(tmp_path: Path) -> N
 
 def test_run_config_applies_overrides_and_timed_logger(tmp_path: Path) -> None:
     overrides = [("training.optimizer.learn_rate.initial_rate", "5e-4")]
-    path = bench.write_config("emotion", "trf", tmp_path, args(tmp_path, set=overrides))
+    path = bench.write_config("emotion", "trf", tmp_path, args(set=overrides))
     config = Config().from_disk(path)
     assert config["training"]["optimizer"]["learn_rate"]["initial_rate"] == 5e-4
     assert config["training"]["max_steps"] == bench.TASKS["emotion"].max_steps
