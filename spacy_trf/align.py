@@ -45,7 +45,21 @@ def whitespace_mask(text: str) -> np.ndarray:
 
 def token_bounds(doc: Doc, text: str | None = None) -> TokenBounds:
     """Compute the stripped token ranges and strip tables of a doc (whose text may be given)."""
-    is_ws = whitespace_mask(doc.text if text is None else text)
+    arr = doc.to_array([IDX, LENGTH]).astype(np.int64).reshape(-1, 2)
+    return char_bounds(doc.text if text is None else text, arr[:, 0], arr[:, 0] + arr[:, 1])
+
+
+def word_bounds(words: list[str]) -> tuple[str, TokenBounds]:
+    """Join pre-split words with single spaces; return the text and the words' bounds."""
+    lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    starts = np.cumsum(lengths + 1) - lengths - 1
+    text = " ".join(words)
+    return text, char_bounds(text, starts, starts + lengths)
+
+
+def char_bounds(text: str, starts: np.ndarray, ends: np.ndarray) -> TokenBounds:
+    """The strip tables of a text and the stripped [start, end) ranges of its tokens."""
+    is_ws = whitespace_mask(text)
     n = len(is_ws)
     positions = np.arange(n, dtype=np.int64)
     next_char = np.empty(n + 1, dtype=np.int64)
@@ -59,12 +73,11 @@ def token_bounds(doc: Doc, text: str | None = None) -> TokenBounds:
     table = TokenBounds(
         np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), next_char, prev_end
     )
-    arr = doc.to_array([IDX, LENGTH]).astype(np.int64).reshape(-1, 2)
-    starts, ends = table.strip(arr[:, 0], arr[:, 0] + arr[:, 1])
-    nonempty = ends > starts
+    s, e = table.strip(starts, ends)
+    nonempty = e > s
     # Whitespace tokens collapse onto their own start, which keeps both arrays sorted.
-    table.starts = np.where(nonempty, starts, arr[:, 0])
-    table.ends = np.where(nonempty, ends, arr[:, 0])
+    table.starts = np.where(nonempty, s, starts)
+    table.ends = np.where(nonempty, e, starts)
     table.nonempty = nonempty
     return table
 

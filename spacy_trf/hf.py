@@ -4,10 +4,10 @@ import importlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import srsly
 import torch
@@ -249,14 +249,27 @@ class HFShim(PyTorchShim):
         return self
 
     def to_bytes(self) -> bytes:
-        with tempfile.TemporaryDirectory() as tmp:
-            self.to_disk(Path(tmp) / "model")
-            files = {p.name: p.read_bytes() for p in (Path(tmp) / "model").iterdir()}
-        return srsly.msgpack_dumps({"files": files})
+        return dir_to_bytes(self.to_disk)
 
     def from_bytes(self, bytes_data: bytes) -> "HFShim":
-        files = srsly.msgpack_loads(bytes_data)["files"]
-        with tempfile.TemporaryDirectory() as tmp:
-            for fname, data in files.items():
-                (Path(tmp) / Path(fname).name).write_bytes(data)
-            return self.from_disk(tmp)
+        return bytes_to_dir(bytes_data, self.from_disk)
+
+
+T = TypeVar("T")
+
+
+def dir_to_bytes(write: Callable[[Path], None]) -> bytes:
+    """Serialize the flat directory that ``write(path)`` creates."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write(Path(tmp) / "model")
+        files = {p.name: p.read_bytes() for p in (Path(tmp) / "model").iterdir()}
+    return srsly.msgpack_dumps({"files": files})
+
+
+def bytes_to_dir(bytes_data: bytes, read: Callable[[Path], T]) -> T:
+    """Restore a directory serialized by dir_to_bytes and return ``read(path)``."""
+    files = srsly.msgpack_loads(bytes_data)["files"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for fname, data in files.items():
+            (Path(tmp) / Path(fname).name).write_bytes(data)
+        return read(Path(tmp))

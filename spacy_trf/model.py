@@ -6,7 +6,6 @@ stitched back per doc (averaged where windows overlap) -> per-doc outputs (outpu
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -18,10 +17,10 @@ from thinc.types import Floats2d, Ints1d, Ints2d
 
 from .hf import HFShim, load_hf
 from .output import DocTransformerGradient, DocTransformerOutput, add_optional
-from .pieces import DocPieces, PieceTokenizer
+from .pieces import PieceTokenizer
 from .registry import architectures
 from .spans import SpanGetter
-from .windows import WindowBatch, build_batch, make_batches, make_windows, piece_counts
+from .windows import WindowBatch, WindowPlan, build_batch, make_batches, plan_windows
 
 DEFAULT_MAX_BATCH_PIECES = 8192
 
@@ -129,33 +128,6 @@ def max_sequence_length(hf_model: torch.nn.Module, tokenizer: Any) -> int | None
     return min(limits) if limits else None
 
 
-@dataclass
-class _Plan:
-    """Where every doc's pieces and windows sit in the call's concatenated arrays."""
-
-    pieces: list[DocPieces]
-    piece_ids: np.ndarray
-    doc_piece_start: np.ndarray  # (n_docs + 1,)
-    starts: np.ndarray  # (n_windows,) global piece index
-    ends: np.ndarray
-    doc_window_start: np.ndarray  # (n_docs + 1,)
-    counts: np.ndarray  # (n_pieces,) windows covering each piece
-
-
-def plan(docs: list[Doc], pieces: list[DocPieces], window: int, stride: int) -> _Plan:
-    n_pieces = np.asarray([len(p.ids) for p in pieces], dtype=np.int64)
-    doc_piece_start = np.concatenate([[0], np.cumsum(n_pieces)])
-    span_lengths = [p.span_lengths for p in pieces]
-    all_spans = np.concatenate(span_lengths) if span_lengths else np.zeros(0, dtype=np.int64)
-    starts, ends = make_windows(all_spans, window, stride)
-    win_doc = np.searchsorted(doc_piece_start, starts, side="right") - 1
-    doc_window_start = np.searchsorted(win_doc, np.arange(len(docs) + 1), side="left")
-    ids = [p.ids for p in pieces]
-    piece_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
-    counts = piece_counts(starts, ends, int(doc_piece_start[-1]))
-    return _Plan(pieces, piece_ids, doc_piece_start, starts, ends, doc_window_start, counts)
-
-
 def forward(
     model: Model, docs: list[Doc], is_train: bool
 ) -> tuple[list[DocTransformerOutput], Callable[[list[DocTransformerGradient]], list]]:
@@ -199,7 +171,7 @@ def forward(
         if is_train:
             kept.append((batch, streams))
         with torch.no_grad():
-            _scatter(batch, streams, acc, special, device)
+            stitch(batch, streams, acc, special, device)
             if want_attn:
                 _collect_attentions(batch, windows, out.attentions, n_special, attentions)
 
@@ -209,23 +181,13 @@ def forward(
     outputs = _split(p, acc, special, attentions, n_special, want_hidden, pieces_tok)
 
     def backprop(d_outputs: list[DocTransformerGradient]) -> list:
-        grads = _gather_grads(p, d_outputs, n_streams, n_special, width, device, counts)
+        grads = gather_gradients(p, d_outputs, n_streams, n_special, width, device, counts)
         tensors, grad_tensors = [], []
         for batch, streams in kept:
-            flat, src = _t(batch.content_flat, device), _t(batch.content_src, device)
-            s_flat, dst = _t(batch.special_flat, device), _t(batch.special_dst, device)
-            for i, stream in enumerate(streams):
-                grad = grads[i]
-                if grad is None:
-                    continue
-                g_acc, g_special = grad
-                g = torch.zeros_like(stream)
-                g_rows = g.view(-1, g.shape[-1])
-                g_rows.index_copy_(0, flat, g_acc.index_select(0, src).to(g.dtype))
-                if g_special is not None:
-                    g_rows.index_copy_(0, s_flat, g_special.index_select(0, dst).to(g.dtype))
-                tensors.append(stream)
-                grad_tensors.append(g)
+            for stream, grad in zip(streams, grads, strict=True):
+                if grad is not None:
+                    tensors.append(stream)
+                    grad_tensors.append(window_gradient(batch, stream, *grad))
         if tensors:
             scaler = shim._grad_scaler
             torch.autograd.backward(tensors, scaler.scale(grad_tensors))
@@ -258,15 +220,14 @@ def _gpu_options(
     return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
 
 
-def prepare(model: Model, docs: list[Doc]) -> tuple[_Plan, list[np.ndarray]]:
+def prepare(model: Model, docs: list[Doc]) -> tuple[WindowPlan, list[np.ndarray]]:
     """Tokenize docs, cut windows and group them into batches (lists of window indices)."""
     pieces_tok = cast(PieceTokenizer, get_shim(model).pieces)
     spans = model.attrs["get_spans"](docs)
     if len(spans) != len(docs):
         raise ValueError(f"The span getter returned {len(spans)} span lists for {len(docs)} docs.")
-    p = plan(
-        docs, pieces_tok.encode_docs(docs, spans), model.attrs["window"], model.attrs["stride"]
-    )
+    pieces = pieces_tok.encode_docs(docs, spans)
+    p = plan_windows(pieces, model.attrs["window"], model.attrs["stride"])
     lengths = p.ends - p.starts + pieces_tok.template.n_special
     return p, make_batches(lengths, model.attrs["max_batch_pieces"])
 
@@ -278,7 +239,7 @@ def iter_inputs(model: Model, docs: list[Doc]) -> list[dict[str, torch.Tensor]]:
     return [model_inputs(model, _build(p, windows, tok)) for windows in batches]
 
 
-def _build(p: _Plan, windows: np.ndarray, tok: PieceTokenizer) -> WindowBatch:
+def _build(p: WindowPlan, windows: np.ndarray, tok: PieceTokenizer) -> WindowBatch:
     return build_batch(windows, p.starts, p.ends, p.piece_ids, tok.template, tok.pad_id)
 
 
@@ -299,19 +260,37 @@ def _t(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(array).to(device)
 
 
-def _scatter(
+def stitch(
     batch: WindowBatch,
     streams: list[torch.Tensor],
     acc: torch.Tensor,
     special: torch.Tensor,
     device: torch.device,
 ) -> None:
+    """Add each window's content rows into ``acc`` (n_streams, n_pieces, width) at their pieces
+    (divide by the plan's counts afterwards) and copy its special rows into ``special``."""
     flat, src = _t(batch.content_flat, device), _t(batch.content_src, device)
     s_flat, dst = _t(batch.special_flat, device), _t(batch.special_dst, device)
     for i, stream in enumerate(streams):
         rows = stream.detach().float().reshape(-1, stream.shape[-1])
         acc[i].index_add_(0, src, rows.index_select(0, flat))
         special[i].index_copy_(0, dst, rows.index_select(0, s_flat))
+
+
+def window_gradient(
+    batch: WindowBatch, stream: torch.Tensor, g_acc: torch.Tensor, g_special: torch.Tensor | None
+) -> torch.Tensor:
+    """The gradient of a batch's output ``stream`` from stitched piece and special gradients
+    (already divided among the windows sharing each piece); padding gets zero."""
+    device = stream.device
+    g = torch.zeros_like(stream)
+    g_rows = g.view(-1, g.shape[-1])
+    flat, src = _t(batch.content_flat, device), _t(batch.content_src, device)
+    g_rows.index_copy_(0, flat, g_acc.index_select(0, src).to(g.dtype))
+    if g_special is not None:
+        s_flat, dst = _t(batch.special_flat, device), _t(batch.special_dst, device)
+        g_rows.index_copy_(0, s_flat, g_special.index_select(0, dst).to(g.dtype))
+    return g
 
 
 def _collect_attentions(
@@ -328,7 +307,7 @@ def _collect_attentions(
 
 
 def _split(
-    p: _Plan,
+    p: WindowPlan,
     acc: torch.Tensor,
     special: torch.Tensor,
     attentions: list[Any],
@@ -364,8 +343,8 @@ def _split(
     return outputs
 
 
-def _gather_grads(
-    p: _Plan,
+def gather_gradients(
+    p: WindowPlan,
     d_outputs: list[DocTransformerGradient],
     n_streams: int,
     n_special: int,

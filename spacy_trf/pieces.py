@@ -10,7 +10,7 @@ import numpy as np
 from spacy.tokens import Doc, Span
 from tokenizers import Tokenizer
 
-from .align import TokenBounds, align_doc, token_bounds
+from .align import TokenBounds, align_doc, token_bounds, word_bounds
 
 
 @dataclass
@@ -117,22 +117,39 @@ class PieceTokenizer:
             for span in doc_spans:
                 ids, offsets = next(encoded)
                 span_pieces.append((ids, offsets + span.start_char))
-            result.append(self._doc_pieces(doc, text, doc_spans, span_pieces))
+            span_starts = np.asarray([s.start for s in doc_spans], dtype=np.int64)
+            span_ends = np.asarray([s.end for s in doc_spans], dtype=np.int64)
+            bounds = token_bounds(doc, text)
+            result.append(self._aligned(bounds, span_starts, span_ends, span_pieces))
         return result
 
-    def _doc_pieces(
+    def encode_words(self, sequences: list[list[str]]) -> list[DocPieces]:
+        """Tokenize pre-split words, one batched call, and align pieces to words.
+
+        Each sequence's words are joined with single spaces and aligned by character offsets,
+        so every tokenizer family sees text as in pretraining (byte-level BPE gets its "Ġ"
+        word starts) and a word the tokenizer splits further keeps all its pieces.
+        """
+        joined = [word_bounds(words) for words in sequences]
+        encoded = self.encode_texts([text for text, _ in joined])
+        return [
+            self._aligned(
+                bounds, np.zeros(1, np.int64), np.full(1, len(bounds.starts)), [(ids, offsets)]
+            )
+            for (_, bounds), (ids, offsets) in zip(joined, encoded, strict=True)
+        ]
+
+    def _aligned(
         self,
-        doc: Doc,
-        text: str,
-        spans: list[Span],
+        bounds: TokenBounds,
+        span_starts: np.ndarray,
+        span_ends: np.ndarray,
         span_pieces: list[tuple[np.ndarray, np.ndarray]],
     ) -> DocPieces:
-        bounds = token_bounds(doc, text)
+        """DocPieces from each span's pieces (offsets in the text of ``bounds``)."""
         pieces = _concat(span_pieces)
         align, missing = align_doc(pieces[1], bounds)
         if len(missing):
-            span_starts = np.asarray([s.start for s in spans], dtype=np.int64)
-            span_ends = np.asarray([s.end for s in spans], dtype=np.int64)
             # Tokens outside every span (a getter may skip some) are not the tokenizer's doing.
             inside = (
                 (span_starts[None, :] <= missing[:, None]) & (missing[:, None] < span_ends)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .align import expand_ranges
-from .pieces import SpecialTemplate
+from .pieces import DocPieces, SpecialTemplate
 
 
 def make_windows(
@@ -36,6 +36,34 @@ def piece_counts(starts: np.ndarray, ends: np.ndarray, n_pieces: int) -> np.ndar
     np.add.at(diff, starts, 1)
     np.add.at(diff, ends, -1)
     return np.cumsum(diff[:-1])
+
+
+@dataclass
+class WindowPlan:
+    """Where every sequence's pieces and windows sit in a call's concatenated arrays."""
+
+    pieces: list[DocPieces]
+    piece_ids: np.ndarray
+    doc_piece_start: np.ndarray  # (n_docs + 1,)
+    starts: np.ndarray  # (n_windows,) global piece index
+    ends: np.ndarray
+    doc_window_start: np.ndarray  # (n_docs + 1,)
+    counts: np.ndarray  # (n_pieces,) windows covering each piece
+
+
+def plan_windows(pieces: list[DocPieces], window: int, stride: int) -> WindowPlan:
+    """Cut the windows of every sequence's spans and index them for stitching."""
+    n_pieces = np.asarray([len(p.ids) for p in pieces], dtype=np.int64)
+    doc_piece_start = np.concatenate([[0], np.cumsum(n_pieces)])
+    span_lengths = [p.span_lengths for p in pieces]
+    all_spans = np.concatenate(span_lengths) if span_lengths else np.zeros(0, dtype=np.int64)
+    starts, ends = make_windows(all_spans, window, stride)
+    win_doc = np.searchsorted(doc_piece_start, starts, side="right") - 1
+    doc_window_start = np.searchsorted(win_doc, np.arange(len(pieces) + 1), side="left")
+    ids = [p.ids for p in pieces]
+    piece_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+    counts = piece_counts(starts, ends, int(doc_piece_start[-1]))
+    return WindowPlan(pieces, piece_ids, doc_piece_start, starts, ends, doc_window_start, counts)
 
 
 def make_batches(lengths: np.ndarray, max_batch_pieces: int) -> list[np.ndarray]:
@@ -85,7 +113,7 @@ def build_batch(
     """Build padded inputs for the given windows (indices into starts/ends), vectorised."""
     n_pre, n_suf = len(template.prefix_ids), len(template.suffix_ids)
     lens = ends[windows] - starts[windows]
-    width = int(lens.max()) + n_pre + n_suf
+    width = (int(lens.max()) if len(lens) else 0) + n_pre + n_suf
     n_rows = len(windows)
     input_ids = np.full((n_rows, width), pad_id, dtype=np.int64)
     type_ids = np.zeros((n_rows, width), dtype=np.int64)
