@@ -188,6 +188,8 @@ class HFShim(PyTorchShim):
         update are left alone instead of drifting on the optimizer's momentum.
         """
         scaler = self._grad_scaler
+        if scaler._enabled:  # fp16: unscale the accumulated gradients once; notes overflows
+            scaler.unscale([p.grad for p in self._model.parameters() if p.grad is not None])
         for name, param in self._model.named_parameters():
             if param.grad is None:
                 continue

@@ -189,10 +189,8 @@ def forward(
                     tensors.append(stream)
                     grad_tensors.append(window_gradient(batch, stream, *grad))
         if tensors:
-            scaler = shim._grad_scaler
-            torch.autograd.backward(tensors, scaler.scale(grad_tensors))
-            if scaler._enabled:  # fp16: unscale before the optimizer; it skips steps on inf
-                scaler.unscale([p.grad for p in hf_model.parameters() if p.grad is not None])
+            # fp16: scaled here, unscaled once in HFShim.finish_update (after all accumulation).
+            torch.autograd.backward(tensors, shim._grad_scaler.scale(grad_tensors))
         return []
 
     return outputs, backprop

@@ -3,6 +3,7 @@
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 import spacy
 import torch
 
@@ -88,3 +89,38 @@ def test_no_gradient_means_no_backward(nlp_factory: Callable[..., spacy.Language
     _, backprop = model.begin_update([nlp.make_doc(t) for t in TEXTS])
     backprop([DocTransformerGradient() for _ in TEXTS])
     assert all(p.grad is None or not p.grad.any() for p in hf.parameters())
+
+
+def test_fp16_scaler_unscales_accumulated_gradients_once(
+    nlp_factory: Callable[..., spacy.Language], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a gradient scaler (fp16 on GPU), two accumulated backward passes step the weights
+    by their summed true gradient: scaled in backprop, unscaled once in finish_update."""
+    from thinc.api import SGD
+    from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
+
+    # Thinc scales CUDA tensors only; the same multiplication on CPU tensors stands in for it.
+    monkeypatch.setattr(
+        PyTorchGradScaler,
+        "_scale_tensor",
+        lambda self, t, per_device, inplace: t.mul_(self._scale) if inplace else t * self._scale,
+    )
+    nlp = nlp_factory("roberta", model={"window": 16, "stride": 10})
+    model = nlp.get_pipe("trf").model
+    shim = get_shim(model)
+    shim._grad_scaler = PyTorchGradScaler(enabled=True, init_scale=1024.0)
+    docs = [nlp.make_doc(t) for t in TEXTS]
+    for _ in range(2):
+        outputs, backprop = model.begin_update(docs)
+        backprop(
+            [
+                DocTransformerGradient(d_last_hidden_state=o.last_hidden_state * 0 + 1)
+                for o in outputs
+            ]
+        )
+    params = dict(shim._model.named_parameters())
+    true_grads = {k: p.grad / 1024.0 for k, p in params.items() if p.grad is not None}
+    before = {k: params[k].detach().clone() for k in true_grads}
+    shim.finish_update(SGD(1.0, L2=0.0, grad_clip=0.0))
+    for k, grad in true_grads.items():
+        torch.testing.assert_close(before[k] - params[k].detach(), grad, atol=1e-6, rtol=1e-4)

@@ -74,15 +74,17 @@ def test_encoder_rows_equal_the_pipeline_component(
 
 
 def test_encoder_gradient_matches_autograd(model_dirs: dict[str, str]) -> None:
-    """d(sum(rows * dY)) reaches the HF weights exactly as plain autograd over pooled pieces."""
+    """d(sum(rows * dY)) reaches the HF weights exactly as plain autograd over overlapping
+    windows averaged per piece, then pieces averaged per word."""
     path = model_dirs["bert"]
-    tok = TransformerTokenizer(path)
+    tok = TransformerTokenizer(path, window=8, stride=6)
     no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     enc = TransformerEncoder(path, reduce_mean(), transformer_config=no_dropout)
     tok.initialize()
     enc.initialize()
     hf = enc.layers[0].shims[0]._model
     batch = tok.predict(SENTENCES)
+    assert len(batch.plan.starts) > len(SENTENCES)  # some pieces are in two windows
     rows, backprop = enc.begin_update(batch)
     rng = np.random.default_rng(0)
     d_rows = [rng.normal(size=r.shape).astype("f") for r in rows]
@@ -90,18 +92,34 @@ def test_encoder_gradient_matches_autograd(model_dirs: dict[str, str]) -> None:
     got = hf.embeddings.word_embeddings.weight.grad.clone()
     hf.zero_grad()
     loss = torch.zeros(())
-    for seq, d in zip(batch.plan.pieces, d_rows, strict=True):
+    plan = batch.plan
+    for i, (seq, d) in enumerate(zip(plan.pieces, d_rows, strict=True)):
         if not len(seq.ids):
             continue
-        ids = torch.tensor([[101, *seq.ids.tolist(), 102]])
-        hidden = hf(ids).last_hidden_state[0, 1:-1]
-        lengths = np.asarray(seq.align.lengths)
-        index = np.asarray(seq.align.dataXd)
-        words = torch.split(hidden[torch.from_numpy(index).long()], lengths.tolist())
-        pooled = torch.stack([w.mean(0) for w in words])
+        first = int(plan.doc_piece_start[i])
+        ids = torch.from_numpy(seq.ids)
+        total, count = torch.zeros((len(ids), hf.config.hidden_size)), torch.zeros(len(ids))
+        wa, wb = int(plan.doc_window_start[i]), int(plan.doc_window_start[i + 1])
+        for start, end in zip(plan.starts[wa:wb] - first, plan.ends[wa:wb] - first, strict=True):
+            window = torch.cat([torch.tensor([101]), ids[start:end], torch.tensor([102])])
+            total[start:end] += hf(window[None]).last_hidden_state[0, 1:-1]
+            count[start:end] += 1
+        hidden = total / count[:, None]
+        lengths = np.asarray(seq.align.lengths).tolist()
+        index = torch.from_numpy(np.asarray(seq.align.dataXd)).long()
+        pooled = torch.stack([w.mean(0) for w in torch.split(hidden[index], lengths)])
         loss = loss + (pooled * torch.from_numpy(d)).sum()
     loss.backward()
-    torch.testing.assert_close(got, hf.embeddings.word_embeddings.weight.grad, atol=1e-4, rtol=1e-3)
+    want = hf.embeddings.word_embeddings.weight.grad
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+
+
+def test_empty_input_gives_empty_rows_without_a_model_call(model_dirs: dict[str, str]) -> None:
+    tok, enc = encoder_pair(model_dirs["bert"])
+    assert enc.predict(tok.predict([])) == []
+    rows, backprop = enc.begin_update(tok.predict([[], []]))
+    assert [r.shape for r in rows] == [(0, 384), (0, 384)]
+    backprop(rows)
 
 
 def test_tagger_learns_and_reloads_without_the_original_files(
@@ -156,6 +174,10 @@ def test_clear_errors(model_dirs: dict[str, str]) -> None:
         tok.predict(["not", "split"])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="stride"):
         TransformerTokenizer(path, window=8, stride=9)
+    with pytest.raises(ValueError, match="stride"):
+        tok = TransformerTokenizer(path, stride=600)  # beyond the default window (510)
+        tok.initialize()
+        tok.predict([["hi"]])
     with pytest.raises(ValueError, match="n_tags"):
         TransformersTagger(path, n_tags=0)
     tok, enc = TransformerTokenizer(path, window=600), TransformerEncoder(path, reduce_mean())

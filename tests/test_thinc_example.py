@@ -21,8 +21,10 @@ def test_thinc_tagger_example_learns_and_reloads(tmp_path: Path) -> None:
     # Few steps: no warm-up and a higher rate, so that the loss visibly falls.
     cmd += ["--set", "optimizer.learn_rate.warmup_steps", "1"]
     cmd += ["--set", "optimizer.learn_rate.initial_rate", "1e-3"]
-    cmd += ["--set", "training.batch_size", "16"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    # Small sub-batches, so that logical batches really are split and gradients accumulated.
+    cmd += ["--set", "training.batch_size", "16", "--set", "training.words_per_subbatch", "64"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     result = json.loads((tmp_path / "results.json").read_text())
     (epoch,) = result["epochs"]
     assert epoch["steps"] == 8

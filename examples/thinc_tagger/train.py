@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 from spacy.training.converters import conllu_to_docs
-from thinc.api import Config, Model, prefer_gpu, registry, use_pytorch_for_gpu_memory
+from thinc.api import (
+    Config,
+    Model,
+    fix_random_seed,
+    prefer_gpu,
+    registry,
+    use_pytorch_for_gpu_memory,
+)
 from thinc.util import to_numpy
 from tqdm import tqdm
 
@@ -121,21 +128,29 @@ def main() -> None:
         overrides["training.n_epoch"] = args.n_epoch
     overrides.update({key: json.loads(value) for key, value in args.set})
     config = Config().from_disk(args.config, overrides=overrides)
-    if prefer_gpu():
-        use_pytorch_for_gpu_memory()  # one memory pool for cupy and torch
-    C = registry.resolve(config)
-    model, optimizer, loss_fn, T = C["model"], C["optimizer"], C["loss"], C["training"]
+    T = config["training"]
     names = list(config["loss"]["names"])
     if len(names) != config["model"]["n_tags"]:
         raise SystemExit(
             f"loss.names has {len(names)} tags but model.n_tags is {config['model']['n_tags']}."
         )
-
     train_X, train_Y = read_upos(args.data / "en_ewt-ud-train.conllu", args.train_limit)
     dev_X, dev_Y = read_upos(args.data / "en_ewt-ud-dev.conllu", args.dev_limit)
     unknown = {t for tags in train_Y + dev_Y for t in tags} - set(names)
     if unknown:
         raise SystemExit(f"Tags {sorted(unknown)} are not in loss.names.")
+    if not config["optimizer"]["learn_rate"]["total_steps"]:
+        per_epoch = -(-len(train_X) // T["batch_size"])
+        if args.max_steps:
+            per_epoch = min(per_epoch, args.max_steps)
+        overrides["optimizer.learn_rate.total_steps"] = T["n_epoch"] * per_epoch
+        config = Config().from_disk(args.config, overrides=overrides)
+
+    fix_random_seed(T["seed"])
+    if prefer_gpu():
+        use_pytorch_for_gpu_memory()  # one memory pool for cupy and torch
+    C = registry.resolve(config)
+    model, optimizer, loss_fn = C["model"], C["optimizer"], C["loss"]
     print(f"train {len(train_X)} sentences, {sum(map(len, train_X))} words; dev {len(dev_X)}")
     model.initialize(X=train_X[:8])
 
@@ -182,7 +197,7 @@ def main() -> None:
     model.to_disk(args.output / "model")
     reloaded = registry.resolve(config)["model"].from_disk(args.output / "model")
     same = predict(model, dev_X[:50], wps) == predict(reloaded, dev_X[:50], wps)
-    result = {"epochs": log, "reload_predicts_same": same, "starter": config["model"]["starter"]}
+    result = {"epochs": log, "reload_predicts_same": same, "config": config.interpolate()}
     (args.output / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"saved {args.output / 'model'}; reloaded copy predicts the same tags: {same}")
     if not same:

@@ -38,7 +38,7 @@ def HFPieceEncoder(
     state -> one LayerRows per sequence out, and the reverse for gradients."""
     return Model(
         "spacy-trf.HFPieceEncoder",
-        pytorch_forward,
+        _forward,
         init=_init,
         shims=[HFShim(transformer_config=transformer_config)],
         attrs={
@@ -59,15 +59,28 @@ def _init(model: Model, X: Any = None, Y: Any = None) -> None:
         shim.set_model(*load_hf(model.attrs["name"], transformer_config=shim.transformer_config))
 
 
-def _convert_inputs(
+def _forward(
     model: Model, X: PieceBatch, is_train: bool
-) -> tuple[ArgsKwargs, Callable[[Any], list]]:
+) -> tuple[list[LayerRows], Callable[[list[RowsGradient]], list]]:
     shim = _shim(model)
     if not shim.loaded:
         raise ValueError(
             f"The model '{model.attrs['name']}' is not loaded: call model.initialize() (or "
             "model.from_disk) first."
         )
+    if len(X.plan.starts):
+        return pytorch_forward(model, X, is_train)
+    # Only empty sequences (or none): no model call, empty rows.
+    width = int(shim._model.config.hidden_size)
+    empty = model.ops.alloc2f(0, width)
+    rows = [LayerRows(empty, empty, seq.align, X.n_special, X.cls_index) for seq in X.plan.pieces]
+    return rows, lambda d_rows: []
+
+
+def _convert_inputs(
+    model: Model, X: PieceBatch, is_train: bool
+) -> tuple[ArgsKwargs, Callable[[Any], list]]:
+    shim = _shim(model)
     limit = max_sequence_length(shim._model, shim.tokenizer)
     if limit is not None and X.input_ids.shape[1] > limit:
         raise ValueError(

@@ -133,7 +133,12 @@ def window_size(model: Model) -> tuple[int, int]:
         if not isinstance(limit, int) or limit > 1_000_000:
             limit = FALLBACK_MAX_LENGTH
         window = limit - pieces.template.n_special
-    return window, model.attrs["stride"] or window
+    stride = model.attrs["stride"] or window
+    if stride > window:
+        raise ValueError(
+            f"stride ({stride}) must not exceed window ({window}), or pieces would be skipped."
+        )
+    return window, stride
 
 
 def _forward(
