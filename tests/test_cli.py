@@ -219,12 +219,12 @@ def test_quickstart_needs_train_and_dev_together(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "flag,expected",
     [
-        ([], {"tagger": False, "ner": True}),
+        ([], {"tagger": True, "ner": True}),
         (["--no-hybrid"], {"tagger": False, "ner": False}),
         (["--hybrid"], {"tagger": True, "ner": True}),
     ],
 )
-def test_init_config_hash_features_default_to_ner_only(
+def test_init_config_hash_features_default_to_every_token_component(
     tmp_path: Path, flag: list[str], expected: dict[str, bool]
 ) -> None:
     out = tmp_path / "c.cfg"
@@ -238,3 +238,26 @@ def test_init_config_hash_features_default_to_ner_only(
         assert (arch == "spacy-trf.HybridTok2Vec.v1") is hybrid, (name, flag)
     assert config["components"]["textcat"]["model"]["pooling"] == "mean"
     assert config["training"]["optimizer"]["learn_rate"]["initial_rate"] == 1e-3
+
+
+@pytest.mark.parametrize("family,frozen", [("bert", False), ("xlmr", False), ("bert", True)])
+def test_init_config_turns_attention_dropout_off_for_fine_tuning(
+    model_dirs: dict[str, str], family: str, frozen: bool
+) -> None:
+    """Fine-tuning configs load the encoder without attention dropout (same key for every family
+    that has one); the setting reaches the loaded model."""
+    config = make_config(["tagger"], model=model_dirs[family], frozen=frozen)
+    transformer_config = config["components"]["trf"]["model"]["transformer_config"]
+    assert transformer_config == ({} if frozen else {"attention_probs_dropout_prob": 0.0})
+    if not frozen:
+        nlp = spacy.util.load_model_from_config(config, auto_fill=False)
+        nlp.get_pipe("trf").model.initialize()
+        hf = nlp.get_pipe("trf").model.shims[0]._model
+        assert hf.config.attention_probs_dropout_prob == 0.0
+        assert hf.config.hidden_dropout_prob > 0.0  # the rest of the model's dropout stays
+    assert (
+        make_config(["tagger"], model="nobody/missing-model")["components"]["trf"]["model"][
+            "transformer_config"
+        ]
+        == {}
+    )

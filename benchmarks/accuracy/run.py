@@ -68,7 +68,7 @@ TASKS = {
     ),
 }
 SYSTEMS = {
-    "trf": "spacy-trf",  # init-config's defaults (hash features for ner)
+    "trf": "spacy-trf",  # init-config's defaults (hash features for token components)
     "trf-plain": "spacy-trf, listener only",
     "trf-hybrid": "spacy-trf + hash features",
     "trf-frozen": "spacy-trf frozen",
@@ -146,7 +146,7 @@ def write_config(task_name: str, system: str, run_dir: Path, args: argparse.Name
             model=model_path(args),
             optimize="accuracy",
             frozen=system == "trf-frozen",
-            hybrid_features={"trf": None, "trf-hybrid": True}.get(system, False),
+            hybrid_features=system in ("trf", "trf-hybrid"),
             max_steps=args.max_steps or task.max_steps,
         )
         config["training"]["eval_frequency"] = args.eval_frequency or task.eval_frequency

@@ -40,11 +40,10 @@ def init_config_cli(
         "efficiency", "--optimize", "-o", help=f"One of: {', '.join(OPTIMIZE)}."
     ),
     frozen: bool = typer.Option(False, "--frozen", help="Freeze the encoder; train heads only."),
-    hybrid: bool | None = typer.Option(
-        None,
+    hybrid: bool = typer.Option(
+        True,
         "--hybrid/--no-hybrid",
-        help="Add hash-embedding features (shape, affixes) to every token head / to none. "
-        "Default: ner only.",
+        help="Add hash-embedding features (shape, affixes) to every token head, or to none.",
     ),
 ) -> None:
     """Write a complete training config: spaCy components listening to one trf encoder."""
