@@ -25,8 +25,8 @@ OPTIMIZE = ("efficiency", "accuracy")
 TOKEN_COMPONENTS = ("tagger", "morphologizer", "parser", "ner", "spancat")
 # Config keys of attention-probability dropout, by model family (BERT/RoBERTa/XLM-R/ELECTRA/
 # DeBERTa; DistilBERT/ModernBERT). On CPU, drawing its random mask over every window's n x n
-# attention matrix took 28% of MiniLM's forward + backward time: off, EWT trained 15% faster and
-# dev scores did not drop (benchmarks/accuracy).
+# attention matrix took a third of MiniLM's forward + backward time (benchmarks/dropout_cost.py);
+# without it, dev scores did not drop (benchmarks/accuracy).
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 
 
