@@ -20,7 +20,7 @@ from .output import DocTransformerGradient, DocTransformerOutput, add_optional
 from .pieces import PieceTokenizer
 from .registry import architectures
 from .spans import SpanGetter
-from .windows import WindowBatch, WindowPlan, build_batch, make_batches, plan_windows
+from .windows import WindowBatch, WindowPlan, make_batches, plan_windows
 
 DEFAULT_MAX_BATCH_PIECES = 8192
 
@@ -175,9 +175,7 @@ def forward(
             if want_attn:
                 _collect_attentions(batch, windows, out.attentions, n_special, attentions)
 
-    counts = torch.from_numpy(p.counts).to(device=device, dtype=acc.dtype).clamp_(min=1)
-    if len(p.counts) and p.counts.max() > 1:
-        acc /= counts[None, :, None]
+    counts = average_overlaps(p, acc)
     outputs = _split(p, acc, special, attentions, n_special, want_hidden, pieces_tok)
 
     def backprop(d_outputs: list[DocTransformerGradient]) -> list:
@@ -238,7 +236,7 @@ def iter_inputs(model: Model, docs: list[Doc]) -> list[dict[str, torch.Tensor]]:
 
 
 def _build(p: WindowPlan, windows: np.ndarray, tok: PieceTokenizer) -> WindowBatch:
-    return build_batch(windows, p.starts, p.ends, p.piece_ids, tok.template, tok.pad_id)
+    return p.batch(windows, tok.template, tok.pad_id)
 
 
 def model_inputs(model: Model, batch: WindowBatch) -> dict[str, torch.Tensor]:
@@ -273,6 +271,15 @@ def stitch(
         rows = stream.detach().float().reshape(-1, stream.shape[-1])
         acc[i].index_add_(0, src, rows.index_select(0, flat))
         special[i].index_copy_(0, dst, rows.index_select(0, s_flat))
+
+
+def average_overlaps(p: WindowPlan, acc: torch.Tensor) -> torch.Tensor:
+    """Divide stitched rows (n_streams, n_pieces, width) by the windows covering each piece;
+    return those counts (at least 1) for the backward pass."""
+    counts = torch.from_numpy(p.counts).to(device=acc.device, dtype=acc.dtype).clamp_(min=1)
+    if len(p.counts) and p.counts.max() > 1:
+        acc /= counts[None, :, None]
+    return counts
 
 
 def window_gradient(

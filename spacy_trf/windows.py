@@ -50,6 +50,10 @@ class WindowPlan:
     doc_window_start: np.ndarray  # (n_docs + 1,)
     counts: np.ndarray  # (n_pieces,) windows covering each piece
 
+    def batch(self, windows: np.ndarray, template: SpecialTemplate, pad_id: int) -> "WindowBatch":
+        """Padded model inputs for some of the plan's windows (indices into starts/ends)."""
+        return build_batch(windows, self.starts, self.ends, self.piece_ids, template, pad_id)
+
 
 def plan_windows(pieces: list[DocPieces], window: int, stride: int) -> WindowPlan:
     """Cut the windows of every sequence's spans and index them for stitching."""

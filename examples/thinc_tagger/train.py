@@ -143,8 +143,7 @@ def main() -> None:
         per_epoch = -(-len(train_X) // T["batch_size"])
         if args.max_steps:
             per_epoch = min(per_epoch, args.max_steps)
-        overrides["optimizer.learn_rate.total_steps"] = T["n_epoch"] * per_epoch
-        config = Config().from_disk(args.config, overrides=overrides)
+        config["optimizer"]["learn_rate"]["total_steps"] = T["n_epoch"] * per_epoch
 
     fix_random_seed(T["seed"])
     if prefer_gpu():

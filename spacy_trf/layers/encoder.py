@@ -10,7 +10,14 @@ from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats2d, Ragged
 
 from ..hf import HFShim, load_hf
-from ..model import gather_gradients, max_sequence_length, model_inputs, stitch, window_gradient
+from ..model import (
+    average_overlaps,
+    gather_gradients,
+    max_sequence_length,
+    model_inputs,
+    stitch,
+    window_gradient,
+)
 from ..output import DocTransformerGradient, LayerRows, RowsGradient
 from ..pooling import TokenPooler
 from .tokenizer import PieceBatch
@@ -100,8 +107,7 @@ def _convert_outputs(
     acc = torch.zeros((1, int(plan.doc_piece_start[-1]), width), device=device)
     special = torch.zeros((1, len(plan.starts) * n_special, width), device=device)
     stitch(X.windows, [hidden], acc, special, device)
-    counts = torch.from_numpy(plan.counts).to(device=device, dtype=acc.dtype).clamp_(min=1)
-    acc /= counts[None, :, None]
+    counts = average_overlaps(plan, acc)
     pieces, specials = cast(Floats2d, torch2xp(acc[0])), cast(Floats2d, torch2xp(special[0]))
     rows = []
     for i, seq in enumerate(plan.pieces):

@@ -11,7 +11,7 @@ from thinc.types import Ragged
 
 from ..hf import bytes_to_dir, dir_to_bytes, load_tokenizer
 from ..pieces import PieceTokenizer
-from ..windows import WindowBatch, WindowPlan, build_batch, plan_windows
+from ..windows import WindowBatch, WindowPlan, plan_windows
 
 FALLBACK_MAX_LENGTH = 512  # for tokenizers that state no limit
 
@@ -154,13 +154,6 @@ def _forward(
         raise ValueError("TransformerTokenizer takes a list of word lists (pre-split words).")
     window, stride = window_size(model)
     plan = plan_windows(pieces.encode_words([list(words) for words in X]), window, stride)
-    windows = build_batch(
-        np.arange(len(plan.starts)),
-        plan.starts,
-        plan.ends,
-        plan.piece_ids,
-        pieces.template,
-        pieces.pad_id,
-    )
+    windows = plan.batch(np.arange(len(plan.starts)), pieces.template, pieces.pad_id)
     batch = PieceBatch(plan, windows, pieces.template.n_special, pieces.cls_index)
     return batch, lambda d_batch: []
