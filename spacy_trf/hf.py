@@ -22,6 +22,7 @@ from transformers.models.auto.modeling_auto import (
 )
 from transformers.utils import logging as hf_logging
 
+from .backends import ONNX_FILE, OnnxModel, check_backend, onnx_model
 from .pieces import PieceTokenizer
 
 # Hub ids that a pip-installable package ships as a plain model directory, so that the default
@@ -146,8 +147,14 @@ def load_hf(
     return model, tokenizer
 
 
-def save_hf(model: torch.nn.Module, tokenizer: Any, path: str | Path) -> None:
-    """Write a plain HF directory (config.json, model.safetensors, tokenizer files) atomically."""
+def save_hf(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    path: str | Path,
+    extra_files: dict[str, bytes] | None = None,
+) -> None:
+    """Write a plain HF directory (config.json, model.safetensors, tokenizer files and any
+    ``extra_files``) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -155,6 +162,8 @@ def save_hf(model: torch.nn.Module, tokenizer: Any, path: str | Path) -> None:
         with quiet_progress():
             model.save_pretrained(tmp, safe_serialization=True)  # type: ignore[operator]
         tokenizer.save_pretrained(tmp)
+        for fname, data in (extra_files or {}).items():
+            (tmp / fname).write_bytes(data)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -166,7 +175,8 @@ class HFShim(PyTorchShim):
     """A Thinc shim that owns an HF encoder and its tokenizer, serialized as an HF directory.
 
     The model is loaded lazily (at initialize or from_disk/from_bytes), so that a pipeline can be
-    built from its config without the original model files.
+    built from its config without the original model files. ``inference`` picks the prediction
+    backend (backends.py); with "onnx" the exported model is saved as model.onnx.
     """
 
     def __init__(
@@ -180,6 +190,20 @@ class HFShim(PyTorchShim):
         # Loading options (trust_remote_code, attn_implementation, ...) reused for saved copies.
         self.tokenizer_config = dict(tokenizer_config or {})
         self.transformer_config = dict(transformer_config or {})
+        self.inference = "torch"
+        self.weights_version = 0  # bumped whenever the weights change
+        self._converted: dict[str, tuple[int, Any]] = {}  # backend -> (version, model)
+        self.onnx: OnnxModel | None = None
+
+    def set_inference(self, backend: str) -> None:
+        self.inference = check_backend(backend)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The HF forward's input tensors, in the order the ONNX export takes them."""
+        assert self.pieces is not None
+        names = ("input_ids", "attention_mask")
+        return (*names, "token_type_ids") if self.pieces.uses_type_ids else names
 
     def finish_update(self, optimizer: Optimizer, lr_scale: float = 1.0) -> None:
         """Step the weights that received a gradient, at lr_scale times the optimizer's rate.
@@ -188,6 +212,7 @@ class HFShim(PyTorchShim):
         update are left alone instead of drifting on the optimizer's momentum.
         """
         scaler = self._grad_scaler
+        self.weights_version += 1
         if scaler._enabled:  # fp16: unscale the accumulated gradients once; notes overflows
             scaler.unscale([p.grad for p in self._model.parameters() if p.grad is not None])
         for name, param in self._model.named_parameters():
@@ -221,6 +246,8 @@ class HFShim(PyTorchShim):
         self._model = model.to(device)
         self.tokenizer = tokenizer
         self.pieces = PieceTokenizer(tokenizer)
+        self.weights_version += 1
+        self._converted.clear()
 
     @property
     def device(self) -> torch.device:
@@ -238,7 +265,8 @@ class HFShim(PyTorchShim):
                 "The transformer has no model loaded, so there is nothing to save: call "
                 "nlp.initialize() (or load a saved pipeline) first."
             )
-        save_hf(self._model, self.tokenizer, path)
+        extra = {ONNX_FILE: onnx_model(self).data} if self.inference == "onnx" else {}
+        save_hf(self._model, self.tokenizer, path, extra)
 
     def from_disk(self, path: str | Path) -> "HFShim":
         if not (Path(path) / "config.json").is_file():
@@ -248,6 +276,9 @@ class HFShim(PyTorchShim):
             )
         model, tokenizer = load_hf(str(path), self.tokenizer_config, self.transformer_config)
         self.set_model(model, tokenizer)
+        onnx_path = Path(path) / ONNX_FILE
+        if self.inference == "onnx" and onnx_path.is_file():
+            self.onnx = OnnxModel(onnx_path.read_bytes(), self.weights_version)
         return self
 
     def to_bytes(self) -> bytes:

@@ -15,6 +15,7 @@ from thinc.api import Model, torch2xp, xp2torch
 from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
 from thinc.types import Floats2d, Ints1d, Ints2d
 
+from .backends import make_predictor
 from .hf import HFShim, load_hf
 from .output import DocTransformerGradient, DocTransformerOutput, add_optional
 from .pieces import PieceTokenizer
@@ -163,17 +164,23 @@ def forward(
         flags["return_dict"] = True
     hf_model.train(is_train)
     autocast = _gpu_options(model, shim, hf_model, is_train)
+    predict = None if is_train else make_predictor(shim, flags, autocast)
     for windows in batches:
         batch = _build(p, windows, pieces_tok)
-        with torch.set_grad_enabled(is_train), torch.inference_mode(not is_train), autocast:
-            out = hf_model(**model_inputs(model, batch), **flags)
-        streams = list(out.hidden_states) if want_hidden else [out.last_hidden_state]
-        if is_train:
+        inputs = model_inputs(model, batch)
+        if predict is None:
+            with torch.enable_grad(), autocast:
+                out = hf_model(**inputs, **flags)
+            streams = list(out.hidden_states) if want_hidden else [out.last_hidden_state]
+            layer_attentions = out.attentions if want_attn else None
             kept.append((batch, streams))
+        else:
+            streams, layer_attentions = predict(inputs)
         with torch.no_grad():
             stitch(batch, streams, acc, special, device)
             if want_attn:
-                _collect_attentions(batch, windows, out.attentions, n_special, attentions)
+                assert layer_attentions is not None
+                _collect_attentions(batch, windows, layer_attentions, n_special, attentions)
 
     counts = average_overlaps(p, acc)
     outputs = _split(p, acc, special, attentions, n_special, want_hidden, pieces_tok)

@@ -15,6 +15,7 @@ from spacy.training import Example
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer
 
+from .backends import check_backend
 from .cache import OutputCache
 from .hf import HFShim
 from .hooks import AnnotationSetter
@@ -56,6 +57,7 @@ if not Doc.has_extension("trf"):
         "mixed_precision": False,
         "gradient_checkpointing": False,
         "learn_rate_scale": 1.0,
+        "inference": "torch",
     },
 )
 def make_transformer(
@@ -69,6 +71,7 @@ def make_transformer(
     mixed_precision: bool,
     gradient_checkpointing: bool,
     learn_rate_scale: float,
+    inference: str,
 ) -> "Transformer":
     """Create a trf component.
 
@@ -86,6 +89,9 @@ def make_transformer(
     learn_rate_scale (float): Multiplies the optimizer's learning rate for the encoder's
         weights; the heads keep the full rate (e.g. 0.05 with a rate of 1e-3: heads learn fast,
         the pretrained encoder moves gently).
+    inference (str): How the encoder runs at prediction (training always uses PyTorch):
+        "torch", "bf16" (autocast), "int8" (dynamic quantization, CPU) or "onnx" (ONNX Runtime
+        on model.onnx, written by `spacy-trf export-onnx` or when the pipeline is saved).
     """
     return Transformer(
         nlp.vocab,
@@ -98,6 +104,7 @@ def make_transformer(
         mixed_precision=mixed_precision,
         gradient_checkpointing=gradient_checkpointing,
         learn_rate_scale=learn_rate_scale,
+        inference=inference,
     )
 
 
@@ -133,6 +140,7 @@ class Transformer(TrainablePipe):
         mixed_precision: bool = False,
         gradient_checkpointing: bool = False,
         learn_rate_scale: float = 1.0,
+        inference: str = "torch",
     ) -> None:
         if (
             not isinstance(max_batch_pieces, int)
@@ -165,6 +173,8 @@ class Transformer(TrainablePipe):
             "gradient_checkpointing": bool(gradient_checkpointing),
             "learn_rate_scale": float(learn_rate_scale),
         }
+        # Not in cfg (cfg.json would override a config given at load): config.cfg keeps it.
+        self.inference = check_backend(inference)
         self.listener_map: dict[str, list[TransformerListener]] = {}
         self.cache = OutputCache(feature_cache_mb)
         self._cache_id = uuid.uuid4().hex  # new weights (load, initialize) -> new cache keys
@@ -177,6 +187,12 @@ class Transformer(TrainablePipe):
     def _apply_cfg(self) -> None:
         for key in ("max_batch_pieces", "mixed_precision", "gradient_checkpointing"):
             self.model.attrs[key] = self.cfg[key]
+        self.set_inference(self.inference)
+
+    def set_inference(self, backend: str) -> None:
+        """Switch the prediction backend ("torch", "bf16", "int8" or "onnx")."""
+        self.inference = check_backend(backend)
+        get_shim(self.model).set_inference(self.inference)
 
     @property
     def frozen(self) -> bool:

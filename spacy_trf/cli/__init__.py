@@ -100,6 +100,25 @@ def quickstart_cli(
         raise typer.Exit(1) from err
 
 
+@app.command("export-onnx")
+def export_onnx_cli(
+    pipeline: str = typer.Argument(..., help="Saved pipeline directory or package name."),
+    output: Path = typer.Argument(..., help="New directory for the ONNX pipeline."),
+    component: str = typer.Option("", "--component", "-c", help="Default: every trf component."),
+    text: str = typer.Option("", "--text", help="Text to compare PyTorch and ONNX outputs on."),
+) -> None:
+    """Save a copy of a pipeline whose trf encoders run on ONNX Runtime (model.onnx beside the
+    weights; inference = "onnx" in its config)."""
+    _quiet_hub()
+    from .export_onnx import export_onnx
+
+    try:
+        export_onnx(pipeline, output, _split(component) or None, text)
+    except (ValueError, OSError, ImportError) as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from err
+
+
 @app.command("demo")
 def demo_cli(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),

@@ -1,0 +1,228 @@
+"""Inference backends: how the encoder runs at prediction time (training always uses PyTorch).
+
+- ``"torch"``: the PyTorch model as loaded (on CUDA with ``mixed_precision``: autocast).
+- ``"bf16"``: PyTorch under bf16 autocast, on a CPU that supports it or a GPU.
+- ``"int8"``: a copy of the model whose Linear layers use dynamic int8 quantization, with
+  per-channel weight scales (CPU).
+- ``"onnx"``: ONNX Runtime on the model exported to ONNX, saved as ``model.onnx`` beside the
+  weights (``spacy-trf export-onnx``), so a loaded pipeline needs no export.
+
+Converted models (int8, onnx) are built from the current weights and rebuilt after the weights
+change (``HFShim.weights_version``), so evaluation during training sees the trained weights.
+"""
+
+import contextlib
+import copy
+import io
+import logging
+import tempfile
+import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from .hf import HFShim
+
+INFERENCE_BACKENDS = ("torch", "bf16", "int8", "onnx")
+ONNX_FILE = "model.onnx"
+ONNX_INSTALL = "pip install 'spacy-trf[onnx]' (onnxruntime; export also needs onnx, onnxscript)"
+
+# inputs -> (hidden streams: every layer or only the last, attentions or None)
+Predict = Callable[[dict[str, torch.Tensor]], tuple[list[torch.Tensor], Any]]
+
+
+def check_backend(name: Any) -> str:
+    """Return a valid backend name or raise naming the choices."""
+    if name not in INFERENCE_BACKENDS:
+        raise ValueError(
+            f"inference must be one of {', '.join(map(repr, INFERENCE_BACKENDS))}; got {name!r}."
+        )
+    return str(name)
+
+
+@dataclass
+class OnnxModel:
+    """An exported encoder: outputs ``last_hidden_state`` and ``hidden_state_0..N``."""
+
+    data: bytes
+    version: int  # HFShim.weights_version it was exported from
+    session: Any = None
+
+
+def make_predictor(
+    shim: "HFShim",
+    flags: dict[str, bool],
+    autocast: AbstractContextManager,
+) -> Predict:
+    """A prediction function for the shim's backend; ``flags`` are the HF forward's flags."""
+    backend = shim.inference
+    want_hidden = bool(flags.get("output_hidden_states"))
+    if backend == "onnx":
+        if flags.get("output_attentions"):
+            raise ValueError(
+                'output_attentions is not available with inference = "onnx": use "torch", '
+                '"bf16" or "int8".'
+            )
+        return _onnx_predictor(shim, want_hidden)
+    device = shim.device
+    hf_model = shim._model
+    if backend == "bf16":
+        if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            raise ValueError(
+                'inference = "bf16" needs a CPU with bf16 support (AVX-512 or AMX); this one '
+                'has none. Use "int8" or "onnx" for faster CPU inference.'
+            )
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16)
+    elif backend == "int8":
+        hf_model = int8_model(shim)
+
+    def predict(inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
+        with torch.inference_mode(), autocast:
+            out = hf_model(**inputs, **flags)
+        streams = list(out.hidden_states) if want_hidden else [out.last_hidden_state]
+        return streams, getattr(out, "attentions", None)
+
+    return predict
+
+
+def int8_model(shim: "HFShim") -> torch.nn.Module:
+    """The shim's model with dynamically quantized int8 Linear layers (cached per weights)."""
+    if shim.device.type != "cpu":
+        raise ValueError(
+            'inference = "int8" (dynamic quantization) runs on CPU only; on a GPU use "bf16".'
+        )
+    cached = shim._converted.get("int8")
+    if cached is not None and cached[0] == shim.weights_version:
+        return cached[1]
+    with warnings.catch_warnings():
+        # torch.ao's dynamic quantization is deprecated in favour of torchao, but still the
+        # fastest int8 path on CPU in the pinned torch.
+        warnings.simplefilter("ignore")
+        # Per-channel weight scales: MiniLM's hidden states kept a mean cosine of 0.96 with
+        # fp32 against 0.92 for one scale per tensor (tests/fixtures_models.py CORPUS).
+        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        model = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(shim._model).eval(), {torch.nn.Linear: qconfig}
+        )
+    shim._converted["int8"] = (shim.weights_version, model)
+    return model
+
+
+def export_onnx(shim: "HFShim") -> OnnxModel:
+    """Export the shim's model to ONNX with every layer's hidden state as an output."""
+    try:
+        import onnxscript  # noqa: F401  (torch's exporter needs it)
+    except ImportError as err:
+        raise ImportError(f"Exporting to ONNX needs onnx and onnxscript: {ONNX_INSTALL}") from err
+    model = _Streams(shim._model).eval()
+    input_names = shim.input_names
+    device = shim.device
+    example = tuple(
+        torch.ones((2, 8), dtype=torch.long, device=device)
+        if name == "attention_mask"
+        else torch.zeros((2, 8), dtype=torch.long, device=device)
+        for name in input_names
+    )
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    n_layers = shim._model.config.num_hidden_layers
+    output_names = ["last_hidden_state"] + [f"hidden_state_{i}" for i in range(n_layers + 1)]
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # progress lines, missing torchvision ops
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            tempfile.TemporaryDirectory() as tmp,
+        ):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model,
+                example,
+                input_names=list(input_names),
+                output_names=output_names,
+                dynamic_shapes=tuple({0: batch, 1: seq} for _ in input_names),
+                dynamo=True,
+                verbose=False,
+            )
+            if program is None:
+                raise RuntimeError("torch.onnx.export returned no program.")
+            path = Path(tmp) / ONNX_FILE
+            program.save(str(path))
+            if len(list(Path(tmp).iterdir())) > 1:
+                raise ValueError(
+                    "The model is too large for a single-file ONNX export (over 2 GB); use "
+                    'inference = "bf16" or "int8" instead.'
+                )
+            data = path.read_bytes()
+    finally:
+        exporter_log.setLevel(level)
+    return OnnxModel(data, shim.weights_version)
+
+
+def onnx_model(shim: "HFShim") -> OnnxModel:
+    """The shim's ONNX model: the loaded one while the weights are unchanged, else a new export."""
+    if shim.onnx is None or shim.onnx.version != shim.weights_version:
+        shim.onnx = export_onnx(shim)
+    return shim.onnx
+
+
+def _onnx_predictor(shim: "HFShim", want_hidden: bool) -> Predict:
+    device = shim.device
+    n_layers = shim._model.config.num_hidden_layers
+    outputs = (
+        [f"hidden_state_{i}" for i in range(n_layers + 1)] if want_hidden else ["last_hidden_state"]
+    )
+    state: dict[str, Any] = {}
+
+    def predict(inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
+        if "session" not in state:
+            state["session"] = onnx_session(onnx_model(shim), device)
+        feed = {name: t.cpu().numpy() for name, t in inputs.items()}
+        result = state["session"].run(outputs, feed)
+        return [torch.from_numpy(r).to(device) for r in result], None
+
+    return predict
+
+
+def onnx_session(model: OnnxModel, device: torch.device) -> Any:
+    """An ONNX Runtime session on the model, using as many threads as torch."""
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise ImportError(f'inference = "onnx" needs ONNX Runtime: {ONNX_INSTALL}') from err
+    if model.session is None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        model.session = ort.InferenceSession(model.data, options, providers=providers)
+    return model.session
+
+
+class _Streams(torch.nn.Module):
+    """The HF model as a function of its input tensors, returning plain tensors."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        out = self.model(**inputs, output_hidden_states=True, return_dict=True)
+        return (out.last_hidden_state, *out.hidden_states)
