@@ -77,6 +77,12 @@ def make_predictor(
                 'inference = "bf16" needs a CPU with bf16 support (AVX-512 or AMX); this one '
                 'has none. Use "int8" or "onnx" for faster CPU inference.'
             )
+        if device.type == "cpu" and not native_bf16():
+            warnings.warn(
+                'inference = "bf16": this CPU has no native bf16 instructions (AVX512-BF16 or '
+                "AMX), so bf16 is emulated and may be slower than fp32; int8 or onnx are faster.",
+                stacklevel=2,
+            )
         autocast = torch.autocast(device.type, dtype=torch.bfloat16)
     elif backend == "int8":
         hf_model = int8_model(shim)
@@ -88,6 +94,11 @@ def make_predictor(
         return streams, getattr(out, "attentions", None)
 
     return predict
+
+
+def native_bf16() -> bool:
+    """Whether the CPU computes in bf16 natively (AVX512-BF16 or AMX)."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def int8_model(shim: "HFShim") -> torch.nn.Module:

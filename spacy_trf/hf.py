@@ -1,5 +1,6 @@
 """Loading and saving Hugging Face encoders: plain HF directories, safetensors only, offline."""
 
+import copy
 import importlib
 import os
 import shutil
@@ -196,7 +197,22 @@ class HFShim(PyTorchShim):
         self.onnx: OnnxModel | None = None
 
     def set_inference(self, backend: str) -> None:
+        """Switch the prediction backend; converted models of other backends are dropped."""
         self.inference = check_backend(backend)
+        if backend != "int8":
+            self._converted.clear()
+        if backend != "onnx" and self.onnx is not None:
+            self.onnx.session = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "HFShim":
+        """Copies (e.g. nlp.replace_listeners) get the model and settings, not the converted
+        models (an ONNX Runtime session cannot be copied); they predict with "torch"."""
+        copied = object.__new__(type(self))
+        memo[id(self)] = copied
+        skip: dict[str, Any] = {"_converted": {}, "onnx": None, "inference": "torch"}
+        for key, value in self.__dict__.items():
+            setattr(copied, key, skip[key] if key in skip else copy.deepcopy(value, memo))
+        return copied
 
     @property
     def input_names(self) -> tuple[str, ...]:

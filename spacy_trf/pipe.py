@@ -190,9 +190,16 @@ class Transformer(TrainablePipe):
         self.set_inference(self.inference)
 
     def set_inference(self, backend: str) -> None:
-        """Switch the prediction backend ("torch", "bf16", "int8" or "onnx")."""
-        self.inference = check_backend(backend)
-        get_shim(self.model).set_inference(self.inference)
+        """Switch the prediction backend ("torch", "bf16", "int8" or "onnx") in this process.
+        To save the choice, set it in the config (e.g. spacy.load(path, config=...))."""
+        backend = check_backend(backend)
+        if backend == "onnx" and self.model.attrs.get("output_attentions"):
+            raise ValueError(
+                'output_attentions is not available with inference = "onnx": use "torch", '
+                '"bf16" or "int8".'
+            )
+        self.inference = backend
+        get_shim(self.model).set_inference(backend)
 
     @property
     def frozen(self) -> bool:
@@ -242,7 +249,8 @@ class Transformer(TrainablePipe):
         docs = list(docs)
         if not (self.frozen and self.cache.max_bytes > 0):
             return self.model.predict(docs)
-        keys = [self.cache.key(self._cache_id, doc) for doc in docs]
+        shim = get_shim(self.model)
+        keys = [self.cache.key(f"{self._cache_id}:{shim.inference}", doc) for doc in docs]
         found = [self.cache.get(key) for key in keys]
         missing = [i for i, out in enumerate(found) if out is None]
         if missing:
@@ -251,6 +259,16 @@ class Transformer(TrainablePipe):
                 found[i] = out
                 self.cache.put(keys[i], out)
         return [out for out in found if out is not None]
+
+    def _predict_torch(self, docs: list[Doc]) -> list[DocTransformerOutput]:
+        """predict() with the PyTorch backend, whatever ``inference`` says."""
+        shim = get_shim(self.model)
+        backend = shim.inference
+        shim.inference = "torch"  # not set_inference: keep the converted models
+        try:
+            return self.predict(docs)
+        finally:
+            shim.inference = backend
 
     def set_annotations(self, docs: Iterable[Doc], outputs: list[DocTransformerOutput]) -> None:
         docs = list(docs)
@@ -291,7 +309,7 @@ class Transformer(TrainablePipe):
             return losses
         listeners = self.listeners
         if self.frozen or not listeners:
-            outputs = self.predict(docs)
+            outputs = self._predict_torch(docs)  # heads train on the model's own features
             accumulate: Callable[[list[DocTransformerGradient]], list] = _ignore_gradient
         else:
             outputs, backprop = self.model.begin_update(docs)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import spacy
+import torch
 from spacy.training import Example
 from thinc.api import Adam
 from typer.testing import CliRunner
@@ -43,7 +44,19 @@ def onnx_pipeline(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathF
     return path
 
 
-@pytest.mark.parametrize("backend", ["bf16", "int8"])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param(
+            "bf16",
+            marks=pytest.mark.skipif(
+                not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no bf16 on this CPU"
+            ),
+        ),
+        "int8",
+    ],
+)
+@pytest.mark.filterwarnings("ignore:inference = .bf16.")
 def test_torch_backends_stay_close_to_fp32(
     model_dirs: dict[str, str], family: str, backend: str
 ) -> None:
@@ -70,9 +83,16 @@ def test_onnx_matches_torch_and_is_saved_beside_the_weights(
     loaded = spacy.load(onnx_pipeline)
     assert loaded.get_pipe("trf").inference == "onnx"
     np.testing.assert_allclose(rows(loaded), expected, atol=1e-4)
+    assert onnx_session_ran(loaded)
     # to_bytes carries model.onnx too.
     fresh = spacy.blank("en").from_config(loaded.config).from_bytes(loaded.to_bytes())
     np.testing.assert_allclose(rows(fresh), expected, atol=1e-4)
+    assert onnx_session_ran(fresh)
+
+
+def onnx_session_ran(nlp: spacy.Language) -> bool:
+    onnx = get_shim(nlp.get_pipe("trf").model).onnx
+    return onnx is not None and onnx.session is not None
 
 
 def test_inference_can_be_chosen_when_loading(onnx_pipeline: Path) -> None:
@@ -82,11 +102,15 @@ def test_inference_can_be_chosen_when_loading(onnx_pipeline: Path) -> None:
     torch_rows = rows(
         spacy.load(onnx_pipeline, config={"components": {"trf": {"inference": "torch"}}})
     )
-    assert cosines(rows(nlp), torch_rows).mean() > 0.9
+    int8_rows = rows(nlp)
+    assert not np.array_equal(int8_rows, torch_rows)
+    assert cosines(int8_rows, torch_rows).mean() > 0.9
 
 
 @pytest.mark.parametrize("backend", ["int8", "onnx"])
-def test_converted_models_follow_training_updates(model_dirs: dict[str, str], backend: str) -> None:
+def test_converted_models_follow_training_updates(
+    model_dirs: dict[str, str], backend: str, tmp_path: Path
+) -> None:
     nlp = make_nlp(model_dirs["roberta"], inference=backend)
     nlp.add_pipe(
         "tagger",
@@ -107,6 +131,10 @@ def test_converted_models_follow_training_updates(model_dirs: dict[str, str], ba
         nlp.update(egs, sgd=optimizer)
     after = rows(nlp)
     assert not np.allclose(before, after, atol=1e-3)  # predictions use the new weights
+    if backend == "onnx":
+        assert onnx_session_ran(nlp)
+        nlp.to_disk(tmp_path / "trained")  # saves the model.onnx of the trained weights
+        np.testing.assert_allclose(rows(spacy.load(tmp_path / "trained")), after, atol=1e-5)
     nlp.get_pipe("trf").set_inference("torch")
     atol = 1e-4 if backend == "onnx" else 0.1
     np.testing.assert_allclose(after, rows(nlp), atol=atol)
@@ -115,9 +143,11 @@ def test_converted_models_follow_training_updates(model_dirs: dict[str, str], ba
 def test_bad_inference_values_and_unsupported_outputs(model_dirs: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="inference must be one of 'torch', 'bf16'"):
         make_nlp(model_dirs["roberta"], inference="fp16")
-    nlp = make_nlp(model_dirs["roberta"], inference="onnx", model={"output_attentions": True})
     with pytest.raises(ValueError, match="output_attentions is not available"):
-        nlp("Some text.")
+        make_nlp(model_dirs["roberta"], inference="onnx", model={"output_attentions": True})
+    nlp = make_nlp(model_dirs["roberta"], model={"output_attentions": True})
+    with pytest.raises(ValueError, match="output_attentions is not available"):
+        nlp.get_pipe("trf").set_inference("onnx")
 
 
 def test_onnx_with_all_hidden_states(model_dirs: dict[str, str]) -> None:
@@ -154,3 +184,34 @@ def test_export_onnx_cli(model_dirs: dict[str, str], tmp_path: Path) -> None:
     wrong = runner.invoke(app, ["export-onnx", str(source), str(tmp_path / "o"), "-c", "ner"])
     assert wrong.exit_code == 1 and "No trf component named ['ner']" in wrong.output
     assert not (tmp_path / "o").exists()
+
+
+def test_frozen_heads_train_on_torch_features_and_cache_per_backend(
+    model_dirs: dict[str, str],
+) -> None:
+    nlp = make_nlp(model_dirs["roberta"], frozen=True, feature_cache_mb=64, inference="int8")
+    trf = nlp.get_pipe("trf")
+    egs = [Example.from_dict(nlp.make_doc(t), {}) for t in TEXTS[:2]]
+    trf.update(egs)
+    torch_rows = rows(make_nlp(model_dirs["roberta"]), TEXTS[:2])
+    trained_on = np.concatenate([eg.predicted._.trf.last_hidden_state for eg in egs])
+    np.testing.assert_allclose(trained_on, torch_rows, atol=1e-5)
+    int8_rows = rows(nlp, TEXTS[:2])  # same texts, now cached: but not the torch outputs
+    assert not np.array_equal(int8_rows, torch_rows)
+    trf.set_inference("torch")
+    np.testing.assert_allclose(rows(nlp, TEXTS[:2]), torch_rows, atol=1e-5)
+
+
+def test_replace_listeners_after_onnx_predictions(model_dirs: dict[str, str]) -> None:
+    nlp = make_nlp(model_dirs["roberta"], inference="onnx")
+    listener = {
+        "@architectures": "spacy-trf.TransformerListener.v1",
+        "pooling": {"@layers": "reduce_mean.v1"},
+    }
+    nlp.add_pipe("tagger", config={"model": {"tok2vec": listener}})
+    egs = [Example.from_dict(nlp.make_doc("Dogs bark ."), {"tags": ["N", "V", "P"]})]
+    nlp.initialize(lambda: egs)
+    tags = [t.tag_ for t in nlp("Dogs bark loudly .")]
+    assert onnx_session_ran(nlp)
+    nlp.replace_listeners("trf", "tagger", ["model.tok2vec"])  # copies the encoder
+    assert [t.tag_ for t in nlp("Dogs bark loudly .")] == tags

@@ -140,14 +140,18 @@ def measure_inference(args: argparse.Namespace, configs: dict[str, Path]) -> lis
             continue
         config = configs["st"] if system.startswith("st-") else configs["trf"]
         workers.append(start(label, system, inference, args, config))
+    if not workers:
+        return []
     words = workers[0].ready["dev_words"]
     times: dict[str, list[float]] = {w.label: [] for w in workers}
+    dev_rss: dict[str, float] = {}
     raw_same: list[float] = []
     for rep in range(args.repeats):
         order = workers[rep % len(workers) :] + workers[: rep % len(workers)]
         for w in order:
             result = w.ask("dev")
             times[w.label].append(result["seconds"])
+            dev_rss[w.label] = result["peak_rss_gb"]
             if "raw_seconds" in result:
                 raw_same.append(result["raw_seconds"])
             print(
@@ -156,7 +160,6 @@ def measure_inference(args: argparse.Namespace, configs: dict[str, Path]) -> lis
                 flush=True,
             )
     rows = []
-    dev_rss = {w.label: w.ask("dev")["peak_rss_gb"] for w in workers}  # after a last pass
     for label, seconds in times.items():
         rows.append(
             row(
@@ -169,22 +172,23 @@ def measure_inference(args: argparse.Namespace, configs: dict[str, Path]) -> lis
                 passes=seconds,
             )
         )
-    rows.append(
-        row(
-            "inference EWT dev",
-            "raw HF forward on spacy-trf's own windows",
-            words / statistics.median(raw_same),
-            "words/s",
-            args,
-            passes=raw_same,
+    if raw_same:
+        rows.append(
+            row(
+                "inference EWT dev",
+                "raw HF forward on spacy-trf's own windows",
+                words / statistics.median(raw_same),
+                "words/s",
+                args,
+                passes=raw_same,
+            )
         )
-    )
     for w in workers:
         if w.label in LONG:
             result = w.ask("long")
             rows.append(
                 row(
-                    "inference, EWT train as one doc",
+                    "inference, EWT train as one doc (one pass)",
                     w.label,
                     result["words"] / result["seconds"],
                     "words/s",
@@ -256,6 +260,16 @@ def measure_huge(args: argparse.Namespace) -> list[dict[str, Any]]:
     ]
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def row(
     measure: str, system: str, value: float, unit: str, args: argparse.Namespace, **extra: Any
 ) -> dict[str, Any]:
@@ -265,8 +279,9 @@ def row(
         "value": round(value, 3),
         "unit": unit,
         "command": "python benchmarks/speed/run.py " + " ".join(args.argv),
-        "device": f"{platform.processor() or platform.machine()}, {args.threads} threads",
+        "device": f"{cpu_name()}, {args.threads} threads",
         "date": time.strftime("%Y-%m-%d"),
+        "run": args.run_id,
         **{
             k: (
                 round(v, 3)
@@ -312,8 +327,8 @@ def ratios(rows: list[dict[str, Any]]) -> list[tuple[str, float, str]]:
         )
     add(
         "raw forward: batches of 16 / batches of 64",
-        (dev, INFERENCE[7][0]),
-        (dev, INFERENCE[8][0]),
+        (dev, "raw HF forward, 126-piece windows, batches of 16"),
+        (dev, "raw HF forward, 126-piece windows, batches of 64"),
         "",
     )
     add(
@@ -340,13 +355,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{r['value']:,.0f} {r['unit']}" if r["unit"] == "words/s" else f"{r['value']:.2f} GB"
         )
         print(f"| {r['measure']} | {r['system']} | {value} | {rss} |")
-    found = ratios(rows)
-    if found:
-        print()
-        print("| ratio (same run) | value | goal |")
-        print("|---|---:|---|")
-        for name, ratio, goal in found:
-            print(f"| {name} | {ratio:.2f} | {goal} |")
+    for run in dict.fromkeys(r.get("run") for r in rows):  # ratios only within one run
+        found = ratios([r for r in rows if r.get("run") == run])
+        if found:
+            print()
+            print(f"| ratio (run {run}) | value | goal |")
+            print("|---|---:|---|")
+            for name, ratio, goal in found:
+                print(f"| {name} | {ratio:.2f} | {goal} |")
 
 
 def merge_results(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -379,6 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table", action="store_true", help="print the recorded results")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
+    args.run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
     args.systems = args.systems.split(",")
     args.inference = args.inference.split(",")
     if args.table:

@@ -114,7 +114,7 @@ def export_onnx_cli(
 
     try:
         export_onnx(pipeline, output, _split(component) or None, text)
-    except (ValueError, OSError, ImportError) as err:
+    except (ValueError, OSError, ImportError, RuntimeError) as err:
         typer.echo(f"Error: {err}", err=True)
         raise typer.Exit(1) from err
 
