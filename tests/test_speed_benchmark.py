@@ -35,15 +35,14 @@ def conllu(n_sents: int) -> str:
 def test_configs_share_heads_and_attention_dropout(
     model_dirs: dict[str, str], tmp_path: Path
 ) -> None:
-    ours, theirs = (
-        Config().from_disk(p) for p in bench.write_configs(model_dirs["bert"], tmp_path)
-    )
+    paths = bench.write_configs(model_dirs["bert"], tmp_path)
+    ours, theirs, same = (Config().from_disk(paths[k]) for k in ("trf", "st", "st-same"))
     st = theirs["components"]["trf"]
     assert st["factory"] == "transformer" and "spacy-trf." not in theirs.to_str()
-    assert (
-        st["model"]["transformer_config"]
-        == ours["components"]["trf"]["model"]["transformer_config"]
-    )
+    assert st["model"]["transformer_config"] == {}  # spacy-transformers' default
+    dropout_off = ours["components"]["trf"]["model"]["transformer_config"]
+    assert dropout_off == {"attention_probs_dropout_prob": 0.0}
+    assert same["components"]["trf"]["model"]["transformer_config"] == dropout_off
     assert (
         theirs["components"]["tagger"]["model"]["@architectures"]
         == (ours["components"]["tagger"]["model"]["@architectures"])

@@ -146,6 +146,7 @@ def measure_inference(args: argparse.Namespace, configs: dict[str, Path]) -> lis
     times: dict[str, list[float]] = {w.label: [] for w in workers}
     dev_rss: dict[str, float] = {}
     raw_same: list[float] = []
+    inside_share: list[float] = []
     for rep in range(args.repeats):
         order = workers[rep % len(workers) :] + workers[: rep % len(workers)]
         for w in order:
@@ -154,6 +155,7 @@ def measure_inference(args: argparse.Namespace, configs: dict[str, Path]) -> lis
             dev_rss[w.label] = result["peak_rss_gb"]
             if "raw_seconds" in result:
                 raw_same.append(result["raw_seconds"])
+                inside_share.append(result["forward_seconds"] / result["seconds"])
             print(
                 f"  pass {rep + 1} {w.label}: {words / result['seconds']:,.0f} words/s",
                 file=sys.stderr,
@@ -181,6 +183,16 @@ def measure_inference(args: argparse.Namespace, configs: dict[str, Path]) -> lis
                 "words/s",
                 args,
                 passes=raw_same,
+            )
+        )
+        rows.append(
+            row(
+                "inference EWT dev",
+                "share of spacy-trf's time inside the HF forward",
+                statistics.median(inside_share),
+                "share",
+                args,
+                passes=inside_share,
             )
         )
     for w in workers:
@@ -351,9 +363,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("|---|---|---:|---:|")
     for r in rows:
         rss = r.get("peak_rss_gb", r["value"] if r["unit"] == "GB peak RSS" else "")
-        value = (
-            f"{r['value']:,.0f} {r['unit']}" if r["unit"] == "words/s" else f"{r['value']:.2f} GB"
-        )
+        value = {
+            "words/s": f"{r['value']:,.0f} words/s",
+            "share": f"{r['value']:.3f}",
+        }.get(r["unit"], f"{r['value']:.2f} GB")
         print(f"| {r['measure']} | {r['system']} | {value} | {rss} |")
     for run in dict.fromkeys(r.get("run") for r in rows):  # ratios only within one run
         found = ratios([r for r in rows if r.get("run") == run])
