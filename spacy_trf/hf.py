@@ -199,7 +199,7 @@ class HFShim(PyTorchShim):
     def set_inference(self, backend: str) -> None:
         """Switch the prediction backend; converted models of other backends are dropped."""
         self.inference = check_backend(backend)
-        if backend != "int8":
+        if backend not in ("int8", "auto"):
             self._converted.clear()
         if backend != "onnx" and self.onnx is not None:
             self.onnx.session = None

@@ -215,3 +215,13 @@ def test_replace_listeners_after_onnx_predictions(model_dirs: dict[str, str]) ->
     assert onnx_session_ran(nlp)
     nlp.replace_listeners("trf", "tagger", ["model.tok2vec"])  # copies the encoder
     assert [t.tag_ for t in nlp("Dogs bark loudly .")] == tags
+
+
+def test_auto_is_int8_on_cpu_and_written_by_init_config(model_dirs: dict[str, str]) -> None:
+    from spacy_trf.cli.init_config import make_config
+
+    auto = rows(make_nlp(model_dirs["roberta"], inference="auto"))
+    np.testing.assert_array_equal(auto, rows(make_nlp(model_dirs["roberta"], inference="int8")))
+    assert not np.array_equal(auto, rows(make_nlp(model_dirs["roberta"])))
+    config = make_config(["tagger"], model=model_dirs["roberta"])
+    assert config["components"]["trf"]["inference"] == "auto"

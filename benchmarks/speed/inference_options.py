@@ -4,8 +4,9 @@
         [--inference torch,bf16,int8,onnx] [--strides 110,126]
 
 Loads PIPELINE once per option (spacy.load with the option as a config override), evaluates it
-on DEV.spacy with spaCy's scorer (nlp.evaluate) and times that evaluation after a warm-up on
-the first docs (ONNX export happens there, untimed). Prints each metric's change against the
+on DEV.spacy with spaCy's scorer (nlp.evaluate, examples read by spaCy's Corpus as `spacy
+evaluate` reads them) and times that evaluation after a warm-up on the first docs (ONNX export
+happens there, untimed). Prints each metric's change against the
 first option and records the rows in benchmarks/results/inference_options.json.
 """
 
@@ -23,8 +24,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import spacy  # noqa: E402
 import torch  # noqa: E402
-from spacy.tokens import DocBin  # noqa: E402
-from spacy.training import Example  # noqa: E402
+from spacy.training import Corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "inference_options.json"
@@ -47,14 +47,13 @@ def evaluate(
     if stride is not None:
         trf["model"] = {"stride": stride}
     nlp = spacy.load(pipeline, config={"components": {"trf": trf}})
-    docs = list(DocBin().from_disk(dev).get_docs(nlp.vocab))
-    examples = [Example(nlp.make_doc(d.text), d) for d in docs]
+    examples = list(Corpus(dev)(nlp))  # as `spacy evaluate` reads it (gold words if no spaces)
     nlp.evaluate(examples[:8])  # warm-up (and the ONNX export)
     start = time.perf_counter()
     scores = nlp.evaluate(examples)
     seconds = time.perf_counter() - start
     found = {key: 100 * float(scores[key]) for key in METRICS if scores.get(key) is not None}
-    words = sum(len(d) for d in docs)
+    words = sum(len(eg.reference) for eg in examples)
     return found, words / seconds, int(nlp.get_pipe("trf").model.attrs["stride"])  # type: ignore[attr-defined]
 
 

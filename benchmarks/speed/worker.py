@@ -80,7 +80,7 @@ class System:
             import spacy_trf  # noqa: F401
 
         config = load_config(config_path)
-        if self.args.inference != "torch":
+        if self.args.system != "st-tagger":  # init-config writes "auto": pin the measured one
             config["components"]["trf"]["inference"] = self.args.inference
         nlp = load_model_from_config(config, auto_fill=True, validate=True)
         examples = [
