@@ -89,7 +89,7 @@ def make_predictor(
         if device.type == "cpu" and not native_bf16():
             warnings.warn(
                 'inference = "bf16": this CPU has no native bf16 instructions (AVX512-BF16 or '
-                "AMX), so bf16 is emulated and may be slower than fp32; int8 or onnx are faster.",
+                "AMX), so bf16 is emulated and may be slower than fp32; int8 is faster here.",
                 stacklevel=2,
             )
         autocast = torch.autocast(device.type, dtype=torch.bfloat16)

@@ -23,7 +23,9 @@ from .registry import architectures
 from .spans import SpanGetter
 from .windows import WindowBatch, WindowPlan, make_batches, plan_windows
 
-DEFAULT_MAX_BATCH_PIECES = 8192
+# 16 windows of 128: the raw MiniLM forward on 2 CPU threads ran 4,857 words/s with batches of
+# 16 windows against 3,616 with 64 (benchmarks/speed/run.py); larger batches only help GPUs.
+DEFAULT_MAX_BATCH_PIECES = 2048
 
 
 @architectures("spacy-trf.TransformerModel.v1")

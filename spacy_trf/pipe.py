@@ -20,7 +20,7 @@ from .cache import OutputCache
 from .hf import HFShim
 from .hooks import AnnotationSetter
 from .listener import TransformerListener
-from .model import check_window, get_shim
+from .model import DEFAULT_MAX_BATCH_PIECES, check_window, get_shim
 from .output import DocTransformerGradient, DocTransformerOutput, add_gradients
 
 DEFAULT_MODEL_CONFIG = """
@@ -50,7 +50,7 @@ if not Doc.has_extension("trf"):
     assigns=["doc._.trf"],
     default_config={
         "model": DEFAULT_MODEL,
-        "max_batch_pieces": 8192,
+        "max_batch_pieces": DEFAULT_MAX_BATCH_PIECES,
         "set_extra_annotations": {"@annotation_setters": "spacy-trf.null_annotation_setter.v1"},
         "frozen": False,
         "feature_cache_mb": 0,
@@ -134,7 +134,7 @@ class Transformer(TrainablePipe):
         set_extra_annotations: AnnotationSetter,
         *,
         name: str = "trf",
-        max_batch_pieces: int = 8192,
+        max_batch_pieces: int = DEFAULT_MAX_BATCH_PIECES,
         frozen: bool = False,
         feature_cache_mb: float = 0,
         mixed_precision: bool = False,
