@@ -13,7 +13,6 @@ environment (benchmarks/accuracy/setup_st.sh), given by --st-python.
 """
 
 import argparse
-import fcntl
 import json
 import os
 import platform
@@ -26,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from record import merge_rows  # noqa: E402
+
 ROOT = HERE.parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "accuracy.json"
 DATA = ROOT.parent / "shared" / "data"
@@ -301,15 +303,7 @@ def record(
 
 def merge_results(path: Path, rows: list[dict[str, Any]]) -> None:
     """Replace the run's rows in the results file; a lock lets runs finish in parallel."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys = {_run_key(r) for r in rows}
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        results = json.loads(path.read_text()) if path.exists() else []
-        results = [r for r in results if _run_key(r) not in keys] + rows
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1) + "\n")
-        tmp.replace(path)
+    merge_rows(path, rows, _run_key)
 
 
 def _run_key(row: dict[str, Any]) -> tuple[str, str, str]:

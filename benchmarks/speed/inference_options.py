@@ -11,7 +11,6 @@ first option and records the rows in benchmarks/results/inference_options.json.
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,6 +26,9 @@ import torch  # noqa: E402
 from spacy.training import Corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from record import merge_rows  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "inference_options.json"
 METRICS = {  # spaCy score key -> label
     "tag_acc": "XPOS",
@@ -103,10 +105,7 @@ def main() -> None:
             + " | ".join(cells)
             + f" | {r['words_per_second']:,.0f} |"
         )
-    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    keys = {(r["task"], r["inference"], r["stride"]) for r in rows}
-    merged = [r for r in old if (r["task"], r["inference"], r["stride"]) not in keys] + rows
-    RESULTS.write_text(json.dumps(merged, indent=1) + "\n")
+    merge_rows(RESULTS, rows, lambda r: (r["task"], r["inference"], r["stride"]))
     print()
     print(f"command: {command}")
 

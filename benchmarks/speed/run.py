@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from record import merge_rows  # noqa: E402
+
 ROOT = HERE.parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "speed.json"
 WORKER = HERE / "worker.py"
@@ -378,18 +381,6 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 print(f"| {name} | {ratio:.2f} | {goal} |")
 
 
-def merge_results(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Replace rows of the same measure and system; keep the rest."""
-    old = json.loads(path.read_text()) if path.exists() else []
-    keys = {(r["measure"], r["system"]) for r in rows}
-    merged = [r for r in old if (r["measure"], r["system"]) not in keys] + rows
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(merged, indent=1) + "\n")
-    tmp.replace(path)
-    return merged
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -429,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
             rows += measure_training(args, configs)
     if "huge" in parts:
         rows += measure_huge(args)
-    merge_results(args.results, rows)
+    merge_rows(args.results, rows, lambda r: (r["measure"], r["system"]))
     print_table(rows)
     print()
     print("command: python benchmarks/speed/run.py " + " ".join(args.argv))
