@@ -54,13 +54,29 @@ def resolve_backend(name: str, device: torch.device) -> str:
     return "int8" if device.type == "cpu" else "torch"
 
 
+def check_attentions(backend: str, output_attentions: bool) -> None:
+    """Raise if the backend cannot return attention weights but they are asked for."""
+    if backend == "onnx" and output_attentions:
+        raise ValueError(
+            'output_attentions is not available with inference = "onnx": use "torch", "bf16" '
+            'or "int8".'
+        )
+
+
 @dataclass
 class OnnxModel:
-    """An exported encoder: outputs ``last_hidden_state`` and ``hidden_state_0..N``."""
+    """An exported encoder: outputs ``last_hidden_state`` and ``hidden_state_0..N``. A saved
+    one is read from ``path`` when first needed."""
 
-    data: bytes
+    data: bytes | None
     version: int  # HFShim.weights_version it was exported from
+    path: Path | None = None
     session: Any = None
+
+    def read(self) -> bytes | None:
+        if self.data is None and self.path is not None and self.path.is_file():
+            self.data = self.path.read_bytes()
+        return self.data
 
 
 def make_predictor(
@@ -72,11 +88,7 @@ def make_predictor(
     backend = resolve_backend(shim.inference, shim.device)
     want_hidden = bool(flags.get("output_hidden_states"))
     if backend == "onnx":
-        if flags.get("output_attentions"):
-            raise ValueError(
-                'output_attentions is not available with inference = "onnx": use "torch", '
-                '"bf16" or "int8".'
-            )
+        check_attentions(backend, bool(flags.get("output_attentions")))
         return _onnx_predictor(shim, want_hidden)
     device = shim.device
     hf_model = shim._model
@@ -193,9 +205,10 @@ def export_onnx(shim: "HFShim") -> OnnxModel:
 
 def onnx_model(shim: "HFShim") -> OnnxModel:
     """The shim's ONNX model: the loaded one while the weights are unchanged, else a new export."""
-    if shim.onnx is None or shim.onnx.version != shim.weights_version:
-        shim.onnx = export_onnx(shim)
-    return shim.onnx
+    current = shim.onnx
+    if current is None or current.version != shim.weights_version or current.read() is None:
+        current = shim.onnx = export_onnx(shim)
+    return current
 
 
 def _onnx_predictor(shim: "HFShim", want_hidden: bool) -> Predict:
@@ -204,13 +217,11 @@ def _onnx_predictor(shim: "HFShim", want_hidden: bool) -> Predict:
     outputs = (
         [f"hidden_state_{i}" for i in range(n_layers + 1)] if want_hidden else ["last_hidden_state"]
     )
-    state: dict[str, Any] = {}
 
     def predict(inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
-        if "session" not in state:
-            state["session"] = onnx_session(onnx_model(shim), device)
+        session = onnx_session(onnx_model(shim), device)  # exported or opened once, at need
         feed = {name: t.cpu().numpy() for name, t in inputs.items()}
-        result = state["session"].run(outputs, feed)
+        result = session.run(outputs, feed)
         return [torch.from_numpy(r).to(device) for r in result], None
 
     return predict
@@ -230,7 +241,7 @@ def onnx_session(model: OnnxModel, device: torch.device) -> Any:
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        model.session = ort.InferenceSession(model.data, options, providers=providers)
+        model.session = ort.InferenceSession(model.read(), options, providers=providers)
     return model.session
 
 

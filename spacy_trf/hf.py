@@ -204,6 +204,15 @@ class HFShim(PyTorchShim):
         if backend != "onnx" and self.onnx is not None:
             self.onnx.session = None
 
+    @contextmanager
+    def use_backend(self, backend: str) -> Iterator[None]:
+        """Predict with ``backend`` inside the block, keeping the converted models."""
+        previous, self.inference = self.inference, check_backend(backend)
+        try:
+            yield
+        finally:
+            self.inference = previous
+
     def __deepcopy__(self, memo: dict[int, Any]) -> "HFShim":
         """Copies (e.g. nlp.replace_listeners) get the model and settings, not the converted
         models (an ONNX Runtime session cannot be copied); they predict with "torch"."""
@@ -281,7 +290,8 @@ class HFShim(PyTorchShim):
                 "The transformer has no model loaded, so there is nothing to save: call "
                 "nlp.initialize() (or load a saved pipeline) first."
             )
-        extra = {ONNX_FILE: onnx_model(self).data} if self.inference == "onnx" else {}
+        onnx = onnx_model(self).read() if self.inference == "onnx" else None
+        extra = {ONNX_FILE: onnx} if onnx is not None else {}
         save_hf(self._model, self.tokenizer, path, extra)
 
     def from_disk(self, path: str | Path) -> "HFShim":
@@ -293,8 +303,9 @@ class HFShim(PyTorchShim):
         model, tokenizer = load_hf(str(path), self.tokenizer_config, self.transformer_config)
         self.set_model(model, tokenizer)
         onnx_path = Path(path) / ONNX_FILE
-        if self.inference == "onnx" and onnx_path.is_file():
-            self.onnx = OnnxModel(onnx_path.read_bytes(), self.weights_version)
+        if onnx_path.is_file():  # read now only if used: from_bytes' directory is temporary
+            data = onnx_path.read_bytes() if self.inference == "onnx" else None
+            self.onnx = OnnxModel(data, self.weights_version, onnx_path)
         return self
 
     def to_bytes(self) -> bytes:

@@ -252,13 +252,12 @@ def model_inputs(model: Model, batch: WindowBatch) -> dict[str, torch.Tensor]:
     """The keyword arguments of the HF model's forward call for a batch."""
     shim = get_shim(model)
     device = shim.device
-    inputs = {
-        "input_ids": _t(batch.input_ids, device),
-        "attention_mask": _t(batch.attention_mask, device),
+    arrays = {
+        "input_ids": batch.input_ids,
+        "attention_mask": batch.attention_mask,
+        "token_type_ids": batch.token_type_ids,
     }
-    if cast(PieceTokenizer, shim.pieces).uses_type_ids:
-        inputs["token_type_ids"] = _t(batch.token_type_ids, device)
-    return inputs
+    return {name: _t(arrays[name], device) for name in shim.input_names}
 
 
 def _t(array: np.ndarray, device: torch.device) -> torch.Tensor:

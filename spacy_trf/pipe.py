@@ -15,7 +15,7 @@ from spacy.training import Example
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer
 
-from .backends import check_backend
+from .backends import check_attentions, check_backend
 from .cache import OutputCache
 from .hf import HFShim
 from .hooks import AnnotationSetter
@@ -193,11 +193,7 @@ class Transformer(TrainablePipe):
         """Switch the prediction backend ("torch", "bf16", "int8" or "onnx") in this process.
         To save the choice, set it in the config (e.g. spacy.load(path, config=...))."""
         backend = check_backend(backend)
-        if backend == "onnx" and self.model.attrs.get("output_attentions"):
-            raise ValueError(
-                'output_attentions is not available with inference = "onnx": use "torch", '
-                '"bf16" or "int8".'
-            )
+        check_attentions(backend, bool(self.model.attrs.get("output_attentions")))
         self.inference = backend
         get_shim(self.model).set_inference(backend)
 
@@ -262,13 +258,8 @@ class Transformer(TrainablePipe):
 
     def _predict_torch(self, docs: list[Doc]) -> list[DocTransformerOutput]:
         """predict() with the PyTorch backend, whatever ``inference`` says."""
-        shim = get_shim(self.model)
-        backend = shim.inference
-        shim.inference = "torch"  # not set_inference: keep the converted models
-        try:
+        with get_shim(self.model).use_backend("torch"):
             return self.predict(docs)
-        finally:
-            shim.inference = backend
 
     def set_annotations(self, docs: Iterable[Doc], outputs: list[DocTransformerOutput]) -> None:
         docs = list(docs)

@@ -95,16 +95,27 @@ def onnx_session_ran(nlp: spacy.Language) -> bool:
     return onnx is not None and onnx.session is not None
 
 
-def test_inference_can_be_chosen_when_loading(onnx_pipeline: Path) -> None:
+def test_inference_can_be_chosen_when_loading(
+    onnx_pipeline: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     nlp = spacy.load(onnx_pipeline, config={"components": {"trf": {"inference": "int8"}}})
     assert nlp.get_pipe("trf").inference == "int8"
-    assert get_shim(nlp.get_pipe("trf").model).onnx is None  # model.onnx is not even read
+    onnx = get_shim(nlp.get_pipe("trf").model).onnx
+    assert onnx is not None and onnx.data is None  # model.onnx is noted, not read
     torch_rows = rows(
         spacy.load(onnx_pipeline, config={"components": {"trf": {"inference": "torch"}}})
     )
     int8_rows = rows(nlp)
     assert not np.array_equal(int8_rows, torch_rows)
     assert cosines(int8_rows, torch_rows).mean() > 0.9
+
+    def no_export(*args: Any) -> None:
+        raise AssertionError("switching to onnx must use the saved model.onnx")
+
+    monkeypatch.setattr(spacy_trf.backends, "export_onnx", no_export)
+    nlp.get_pipe("trf").set_inference("onnx")
+    np.testing.assert_allclose(rows(nlp), torch_rows, atol=1e-4)
+    assert onnx_session_ran(nlp)
 
 
 @pytest.mark.parametrize("backend", ["int8", "onnx"])

@@ -12,7 +12,6 @@ first option and records the rows in benchmarks/results/inference_options.json.
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from spacy.training import Corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from record import merge_rows  # noqa: E402
+from record import cpu_name, merge_rows  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "inference_options.json"
 METRICS = {  # spaCy score key -> label
@@ -83,8 +82,7 @@ def main() -> None:
                     "scores": {METRICS[k]: round(v, 2) for k, v in scores.items()},
                     "words_per_second": round(wps, 1),
                     "command": command,
-                    "device": f"{platform.processor() or platform.machine()}, "
-                    f"{args.threads} threads",
+                    "device": f"{cpu_name()}, {args.threads} threads",
                     "date": time.strftime("%Y-%m-%d"),
                 }
             )

@@ -21,7 +21,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from record import merge_rows  # noqa: E402
+from record import cpu_name, merge_rows  # noqa: E402
 
 ROOT = HERE.parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "speed.json"
@@ -273,16 +272,6 @@ def measure_huge(args: argparse.Namespace) -> list[dict[str, Any]]:
             every_token_has_a_piece=result["every_token_has_a_piece"],
         )
     ]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def row(

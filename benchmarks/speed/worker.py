@@ -52,7 +52,9 @@ class System:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         name = args.system
-        self.dev = [d.text for d in ewt_docs(args.data, "dev")]
+        dev_docs = ewt_docs(args.data, "dev")
+        self.dev = [d.text for d in dev_docs]
+        self.dev_words = sum(len(d) for d in dev_docs)  # gold words: one count for all systems
         self.nlp: Any = None
         self.raw_inputs: list[dict[str, torch.Tensor]] = []
         if name in ("trf", "trf-tagger", "st-tagger") or name.startswith("raw-"):
@@ -235,8 +237,7 @@ def main() -> None:
     system = System(args)
     if args.system not in ("huge",) and not args.system.startswith("train-"):
         system.dev_pass()  # warm-up
-    words = sum(len(d) for d in ewt_docs(args.data, "dev"))  # gold words: one count for all
-    reply({"ready": True, "dev_words": words, "dev_docs": len(system.dev)})
+    reply({"ready": True, "dev_words": system.dev_words, "dev_docs": len(system.dev)})
     for line in sys.stdin:
         command = line.strip()
         if command == "dev":
