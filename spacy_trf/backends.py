@@ -128,9 +128,8 @@ def int8_model(shim: "HFShim") -> torch.nn.Module:
         raise ValueError(
             'inference = "int8" (dynamic quantization) runs on CPU only; on a GPU use "bf16".'
         )
-    cached = shim._converted.get("int8")
-    if cached is not None and cached[0] == shim.weights_version:
-        return cached[1]
+    if shim._int8 is not None and shim._int8[0] == shim.weights_version:
+        return shim._int8[1]
     # Per-channel weight scales, and the feed-forward output projections (wider input than
     # output: they read the GELU activations, whose outliers one activation scale per tensor
     # quantizes badly) stay in fp32. On CoNLL-2003 NER / EWT tags + parse with MiniLM this kept
@@ -147,7 +146,7 @@ def int8_model(shim: "HFShim") -> torch.nn.Module:
         # fastest int8 path on CPU in the pinned torch.
         warnings.simplefilter("ignore")
         model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(shim._model).eval(), spec)
-    shim._converted["int8"] = (shim.weights_version, model)
+    shim._int8 = (shim.weights_version, model)
     return model
 
 

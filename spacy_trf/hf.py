@@ -156,15 +156,25 @@ def save_hf(
 ) -> None:
     """Write a plain HF directory (config.json, model.safetensors, tokenizer files and any
     ``extra_files``) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         with quiet_progress():
             model.save_pretrained(tmp, safe_serialization=True)  # type: ignore[operator]
         tokenizer.save_pretrained(tmp)
         for fname, data in (extra_files or {}).items():
             (tmp / fname).write_bytes(data)
+
+    write_dir_atomically(path, write)
+
+
+def write_dir_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Let ``write`` fill a temporary directory beside ``path``, then put it in place of
+    ``path``: readers never see a half-written directory, a failure leaves nothing behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -193,14 +203,14 @@ class HFShim(PyTorchShim):
         self.transformer_config = dict(transformer_config or {})
         self.inference = "torch"
         self.weights_version = 0  # bumped whenever the weights change
-        self._converted: dict[str, tuple[int, Any]] = {}  # backend -> (version, model)
+        self._int8: tuple[int, torch.nn.Module] | None = None  # (weights_version, model)
         self.onnx: OnnxModel | None = None
 
     def set_inference(self, backend: str) -> None:
         """Switch the prediction backend; converted models of other backends are dropped."""
         self.inference = check_backend(backend)
         if backend not in ("int8", "auto"):
-            self._converted.clear()
+            self._int8 = None
         if backend != "onnx" and self.onnx is not None:
             self.onnx.session = None
 
@@ -218,7 +228,7 @@ class HFShim(PyTorchShim):
         models (an ONNX Runtime session cannot be copied); they predict with "torch"."""
         copied = object.__new__(type(self))
         memo[id(self)] = copied
-        skip: dict[str, Any] = {"_converted": {}, "onnx": None, "inference": "torch"}
+        skip: dict[str, Any] = {"_int8": None, "onnx": None, "inference": "torch"}
         for key, value in self.__dict__.items():
             setattr(copied, key, skip[key] if key in skip else copy.deepcopy(value, memo))
         return copied
@@ -272,7 +282,7 @@ class HFShim(PyTorchShim):
         self.tokenizer = tokenizer
         self.pieces = PieceTokenizer(tokenizer)
         self.weights_version += 1
-        self._converted.clear()
+        self._int8 = None
 
     @property
     def device(self) -> torch.device:

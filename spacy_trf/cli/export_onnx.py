@@ -1,7 +1,5 @@
 """``spacy-trf export-onnx``: a copy of a pipeline whose trf encoders run on ONNX Runtime."""
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import cast
 
@@ -9,6 +7,7 @@ import numpy as np
 import spacy
 from wasabi import msg
 
+from ..hf import write_dir_atomically
 from ..pipe import Transformer
 
 WARN_DIFF = 1e-3
@@ -42,15 +41,7 @@ def export_onnx(
         nlp.get_pipe_config(name)["inference"] = "onnx"  # saved in config.cfg
         got = trf.model.predict([doc])[0].last_hidden_state  # exports
         diffs[name] = float(np.abs(np.asarray(got) - np.asarray(expected)).max(initial=0.0))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        nlp.to_disk(tmp)
-        if output.exists():
-            output.rmdir()
-        tmp.rename(output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_dir_atomically(output, nlp.to_disk)  # output is absent or empty (checked above)
     for name, diff in diffs.items():
         if diff > WARN_DIFF:
             msg.warn(
