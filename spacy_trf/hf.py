@@ -24,6 +24,7 @@ from transformers.models.auto.modeling_auto import (
 from transformers.utils import logging as hf_logging
 
 from .backends import ONNX_FILE, OnnxModel, check_backend, onnx_model
+from .dropout import use_cpu_dropout
 from .pieces import PieceTokenizer
 
 # Hub ids that a pip-installable package ships as a plain model directory, so that the default
@@ -276,9 +277,10 @@ class HFShim(PyTorchShim):
         return self._model is not None
 
     def set_model(self, model: torch.nn.Module, tokenizer: Any) -> None:
-        """Install a loaded model on the current device (Thinc's: the GPU after require_gpu)."""
+        """Install a loaded model on the current device (Thinc's: the GPU after require_gpu),
+        with its dropout layers drawing their masks the cheaper way on CPU (dropout.py)."""
         device = self.device if self._model is not None else get_torch_default_device()
-        self._model = model.to(device)
+        self._model = use_cpu_dropout(model).to(device)
         self.tokenizer = tokenizer
         self.pieces = PieceTokenizer(tokenizer)
         self.weights_version += 1
