@@ -153,6 +153,10 @@ def write_config(task_name: str, system: str, run_dir: Path, args: argparse.Name
         )
         config["training"]["eval_frequency"] = args.eval_frequency or task.eval_frequency
         config["training"]["patience"] = 0
+        # Score the fp32 model (init-config writes "auto": int8 on CPU), so that rows compare
+        # across machines and with spacy-transformers; speed/inference_options.py measures what
+        # each inference backend changes on a trained pipeline.
+        config["components"]["trf"]["inference"] = "torch"
     if args.max_steps and system == "cnn":
         config["training"]["max_steps"] = args.max_steps
     for key, value in args.set:
