@@ -182,10 +182,10 @@ class Int8Linear(torch.ao.nn.quantized.dynamic.Linear):
         self.full_range = full_range_int8()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.full_range:
+        if not self.full_range or self._packed_params.dtype != torch.qint8:
             return super().forward(x)
         packed = self._packed_params._packed_params
-        return torch.ops.quantized.linear_dynamic(x, packed, reduce_range=False)
+        return torch.ops.quantized.linear_dynamic(x, packed, reduce_range=False).to(x.dtype)
 
 
 def export_onnx(shim: "HFShim") -> OnnxModel:

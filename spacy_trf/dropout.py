@@ -22,7 +22,7 @@ class CPUDropout(torch.nn.Dropout):
             or self.inplace
             or input.device.type != "cpu"
             or not input.is_floating_point()
-            or not 0.0 < self.p < 1.0
+            or round(self.p * RESOLUTION) in (0, RESOLUTION)  # p within 1/65536 of 0 or 1
         ):
             return super().forward(input)
         return cpu_dropout(input, self.p)
@@ -34,9 +34,12 @@ def cpu_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     # random_() on int32 fills [0, 2**31): the low and high 16-bit halves both carry 15
     # uniform bits once the top bit of each half is masked off.
     draws = torch.empty((n + 1) // 2, dtype=torch.int32).random_().view(torch.int16)[:n]
-    keep = (draws & (RESOLUTION - 1)).view(x.shape) >= round(p * RESOLUTION)
-    # One float mask (0 or the scale), so that autograd's backward is a single multiply.
-    return x * torch.where(keep, 1.0 / (1.0 - p), 0.0).to(x.dtype)
+    threshold = round(p * RESOLUTION)
+    keep = (draws & (RESOLUTION - 1)).view(x.shape) >= threshold
+    # One float mask (0 or the scale), so that autograd's backward is a single multiply; the
+    # scale uses the rounded p, so the output stays unbiased.
+    scale = RESOLUTION / (RESOLUTION - threshold)
+    return x * torch.where(keep, scale, 0.0).to(x.dtype)
 
 
 def use_cpu_dropout(model: torch.nn.Module) -> torch.nn.Module:
@@ -47,5 +50,7 @@ def use_cpu_dropout(model: torch.nn.Module) -> torch.nn.Module:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is torch.nn.Dropout:
-                setattr(parent, name, CPUDropout(child.p, child.inplace))
+                swapped = CPUDropout(child.p, child.inplace)
+                swapped.train(child.training)
+                setattr(parent, name, swapped)
     return model

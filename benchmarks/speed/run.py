@@ -303,8 +303,8 @@ def per_round_rates(row: dict[str, Any]) -> list[float] | None:
     """A row's speed in each round (up to a constant factor), in the order the rounds ran."""
     if "epochs" in row:  # words/s per epoch
         return [float(x) for x in row["epochs"]]
-    if "passes" in row and row["unit"] == "words/s":  # seconds per pass over the same words
-        return [1 / float(x) for x in row["passes"]]
+    if "passes" in row and row["unit"] == "words/s" and all(x > 0 for x in row["passes"]):
+        return [1 / float(x) for x in row["passes"]]  # seconds per pass over the same words
     return None
 
 
