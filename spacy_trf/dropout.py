@@ -29,7 +29,8 @@ class CPUDropout(torch.nn.Dropout):
 
 
 def cpu_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Zero each element of ``x`` with probability ``p`` and scale the rest by 1 / (1 - p)."""
+    """Zero each element of ``x`` with probability ``p`` and scale the rest by 1 / (1 - p),
+    p rounded to a multiple of 1/32768."""
     n = x.numel()
     # random_() on int32 fills [0, 2**31): the low and high 16-bit halves both carry 15
     # uniform bits once the top bit of each half is masked off.

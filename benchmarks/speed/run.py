@@ -133,6 +133,13 @@ def start(
     return Worker(label, argv)
 
 
+def rotated(workers: list[Worker], rep: int) -> list[Worker]:
+    """Round ``rep``'s order: every worker once, starting one further each round (the rounds
+    that ``ratios`` pairs)."""
+    shift = rep % len(workers)
+    return workers[shift:] + workers[:shift]
+
+
 def measure_inference(args: argparse.Namespace, configs: dict[str, Path]) -> list[dict[str, Any]]:
     workers = []
     for label, system, inference in INFERENCE:
@@ -150,8 +157,7 @@ def measure_inference(args: argparse.Namespace, configs: dict[str, Path]) -> lis
     raw_same: list[float] = []
     inside_share: list[float] = []
     for rep in range(args.repeats):
-        order = workers[rep % len(workers) :] + workers[: rep % len(workers)]
-        for w in order:
+        for w in rotated(workers, rep):
             result = w.ask("dev")
             times[w.label].append(result["seconds"])
             dev_rss[w.label] = result["peak_rss_gb"]
@@ -229,7 +235,7 @@ def measure_training(args: argparse.Namespace, configs: dict[str, Path]) -> list
     workers = [start(label, system, "torch", args, configs[cfg]) for label, system, cfg in systems]
     results: dict[str, list[tuple[float, int]]] = {w.label: [] for w in workers}
     for rep in range(args.repeats):
-        for w in workers[rep % len(workers) :] + workers[: rep % len(workers)]:
+        for w in rotated(workers, rep):
             r = w.ask("train")
             results[w.label].append((r["seconds"], r["words"]))
             print(
