@@ -4,13 +4,16 @@
 - ``"bf16"``: PyTorch under bf16 autocast, on a CPU that supports it or a GPU.
 - ``"int8"``: a copy of the model whose Linear layers use dynamic int8 quantization with
   per-channel weight scales (CPU; see ``int8_layers`` for which layers).
+- ``"compile"``: a copy of the model compiled by ``torch.compile`` with frozen weights: the same
+  fp32 computation with fused kernels (outputs within about 1e-5 of "torch").
 - ``"auto"``: "int8" on CPU, "torch" on GPU: the fastest option that kept accuracy in our
   benchmarks (init-config writes it).
 - ``"onnx"``: ONNX Runtime on the model exported to ONNX, saved as ``model.onnx`` beside the
   weights (``spacy-trf export-onnx``), so a loaded pipeline needs no export.
 
-Converted models (int8, onnx) are built from the current weights and rebuilt after the weights
-change (``HFShim.weights_version``), so evaluation during training sees the trained weights.
+Converted models (int8, compile, onnx) are built from the current weights and rebuilt after the
+weights change (``HFShim.weights_version``), so evaluation during training sees the trained
+weights.
 """
 
 import contextlib
@@ -23,14 +26,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 if TYPE_CHECKING:
     from .hf import HFShim
 
-INFERENCE_BACKENDS = ("torch", "bf16", "int8", "onnx", "auto")
+INFERENCE_BACKENDS = ("torch", "bf16", "int8", "compile", "onnx", "auto")
 ONNX_FILE = "model.onnx"
 ONNX_INSTALL = "pip install 'spacy-trf[onnx]' (onnxruntime; export also needs onnx, onnxscript)"
 
@@ -107,6 +110,8 @@ def make_predictor(
         autocast = torch.autocast(device.type, dtype=torch.bfloat16)
     elif backend == "int8":
         hf_model = int8_model(shim)
+    elif backend == "compile":
+        hf_model = compiled_model(shim)
 
     def predict(inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
         with torch.inference_mode(), autocast:
@@ -128,20 +133,61 @@ def int8_model(shim: "HFShim") -> torch.nn.Module:
         raise ValueError(
             'inference = "int8" (dynamic quantization) runs on CPU only; on a GPU use "bf16".'
         )
-    if shim._int8 is not None and shim._int8[0] == shim.weights_version:
-        return shim._int8[1]
-    with warnings.catch_warnings():
-        # torch.ao's dynamic quantization is deprecated in favour of torchao, but still the
-        # fastest int8 path on CPU in the pinned torch.
-        warnings.simplefilter("ignore")
-        model = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(shim._model).eval(),
-            dict.fromkeys(
-                int8_layers(shim._model), torch.ao.quantization.per_channel_dynamic_qconfig
-            ),
-            mapping={torch.nn.Linear: Int8Linear},
-        )
-    shim._int8 = (shim.weights_version, model)
+
+    def quantize(model: torch.nn.Module) -> torch.nn.Module:
+        with warnings.catch_warnings():
+            # torch.ao's dynamic quantization is deprecated in favour of torchao, but still the
+            # fastest int8 path on CPU in the pinned torch.
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(
+                model,
+                dict.fromkeys(
+                    int8_layers(model), torch.ao.quantization.per_channel_dynamic_qconfig
+                ),
+                mapping={torch.nn.Linear: Int8Linear},
+            )
+
+    return converted_model(shim, "int8", quantize)
+
+
+def compiled_model(shim: "HFShim") -> torch.nn.Module:
+    """The shim's model compiled by ``torch.compile`` (inductor) with its weights frozen as
+    constants (cached per weights). Compilation happens at the first calls: once for batches of
+    one window and once for larger ones (sizes are dynamic otherwise), each taking seconds to a
+    minute; torch's inductor cache keeps the kernels on disk for later processes."""
+    if shim.device.type == "cpu":
+        from torch._inductor import exc
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except exc.InvalidCxxCompiler as err:
+            raise ValueError(
+                'inference = "compile" needs a C++ compiler on CPU (torch.compile builds C++ '
+                "kernels): install one (e.g. `apt install g++`, or point the CXX environment "
+                'variable at it), or use inference = "torch" or "int8".'
+            ) from err
+
+    def compile_frozen(model: torch.nn.Module) -> torch.nn.Module:
+        # freezing: weights become constants, so inductor folds and fuses around them; the
+        # frozen copy is why every weights change needs a new one (converted_model).
+        compiled = torch.compile(model, dynamic=True, options={"freezing": True})
+        return cast(torch.nn.Module, compiled)
+
+    return converted_model(shim, "compile", compile_frozen)
+
+
+def converted_model(
+    shim: "HFShim", backend: str, convert: Callable[[torch.nn.Module], torch.nn.Module]
+) -> torch.nn.Module:
+    """``convert`` applied to an eval-mode copy of the shim's model, cached until the weights
+    or the backend change."""
+    cached = shim.converted
+    if cached is not None and cached[:2] == (backend, shim.weights_version):
+        return cached[2]
+    shim.converted = None  # free the previous one before building the next
+    model = convert(copy.deepcopy(shim._model).eval())
+    shim.converted = (backend, shim.weights_version, model)
     return model
 
 

@@ -23,7 +23,7 @@ from transformers.models.auto.modeling_auto import (
 )
 from transformers.utils import logging as hf_logging
 
-from .backends import ONNX_FILE, OnnxModel, check_backend, onnx_model
+from .backends import ONNX_FILE, OnnxModel, check_backend, onnx_model, resolve_backend
 from .dropout import use_cpu_dropout
 from .pieces import PieceTokenizer
 
@@ -204,14 +204,17 @@ class HFShim(PyTorchShim):
         self.transformer_config = dict(transformer_config or {})
         self.inference = "torch"
         self.weights_version = 0  # bumped whenever the weights change
-        self._int8: tuple[int, torch.nn.Module] | None = None  # (weights_version, model)
+        # (backend, weights_version, model) of the int8 or compile backend (backends.py)
+        self.converted: tuple[str, int, torch.nn.Module] | None = None
         self.onnx: OnnxModel | None = None
 
     def set_inference(self, backend: str) -> None:
         """Switch the prediction backend; converted models of other backends are dropped."""
         self.inference = check_backend(backend)
-        if backend not in ("int8", "auto"):
-            self._int8 = None
+        if self.converted is not None and self.converted[0] != resolve_backend(
+            backend, self.device
+        ):
+            self.converted = None
         if backend != "onnx" and self.onnx is not None:
             self.onnx.session = None
 
@@ -229,7 +232,7 @@ class HFShim(PyTorchShim):
         models (an ONNX Runtime session cannot be copied); they predict with "torch"."""
         copied = object.__new__(type(self))
         memo[id(self)] = copied
-        skip: dict[str, Any] = {"_int8": None, "onnx": None, "inference": "torch"}
+        skip: dict[str, Any] = {"converted": None, "onnx": None, "inference": "torch"}
         for key, value in self.__dict__.items():
             setattr(copied, key, skip[key] if key in skip else copy.deepcopy(value, memo))
         return copied
@@ -284,7 +287,7 @@ class HFShim(PyTorchShim):
         self.tokenizer = tokenizer
         self.pieces = PieceTokenizer(tokenizer)
         self.weights_version += 1
-        self._int8 = None
+        self.converted = None
 
     @property
     def device(self) -> torch.device:

@@ -90,8 +90,9 @@ def make_transformer(
         weights; the heads keep the full rate (e.g. 0.05 with a rate of 1e-3: heads learn fast,
         the pretrained encoder moves gently).
     inference (str): How the encoder runs at prediction (training always uses PyTorch):
-        "torch", "bf16" (autocast), "int8" (dynamic quantization, CPU) or "onnx" (ONNX Runtime
-        on model.onnx, written by `spacy-trf export-onnx` or when the pipeline is saved).
+        "torch", "bf16" (autocast), "int8" (dynamic quantization, CPU), "compile" (torch.compile
+        with frozen weights: fp32, compiled at the first predictions), "onnx" (ONNX Runtime on
+        model.onnx, written by `spacy-trf export-onnx` or when the pipeline is saved) or "auto".
     """
     return Transformer(
         nlp.vocab,
@@ -190,7 +191,7 @@ class Transformer(TrainablePipe):
         self.set_inference(self.inference)
 
     def set_inference(self, backend: str) -> None:
-        """Switch the prediction backend ("torch", "bf16", "int8" or "onnx") in this process.
+        """Switch the prediction backend (see ``make_transformer``) in this process.
         To save the choice, set it in the config (e.g. spacy.load(path, config=...))."""
         backend = check_backend(backend)
         check_attentions(backend, bool(self.model.attrs.get("output_attentions")))

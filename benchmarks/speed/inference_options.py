@@ -1,13 +1,14 @@
 """Accuracy and speed of a trained pipeline under each inference option (backend, stride).
 
     python benchmarks/speed/inference_options.py --pipeline PIPELINE --dev DEV.spacy \
-        [--inference torch,bf16,int8,onnx] [--strides 110,126]
+        [--inference torch,bf16,int8,compile,onnx] [--strides 110,126]
 
 Loads PIPELINE once per option (spacy.load with the option as a config override), evaluates it
 on DEV.spacy with spaCy's scorer (nlp.evaluate, examples read by spaCy's Corpus as `spacy
-evaluate` reads them) and times that evaluation after a warm-up on the first docs (ONNX export
-happens there, untimed). Prints each metric's change against the
-first option and records the rows in benchmarks/results/inference_options.json.
+evaluate` reads them) and times that evaluation after a warm-up on the first docs and on one
+short text (the ONNX export and torch.compile's two compilations happen there, untimed). Prints
+each metric's change against the first option and records the rows in
+benchmarks/results/inference_options.json.
 """
 
 import argparse
@@ -49,6 +50,7 @@ def evaluate(
         trf["model"] = {"stride": stride}
     nlp = spacy.load(pipeline, config={"components": {"trf": trf}})
     examples = list(Corpus(dev)(nlp))  # as `spacy evaluate` reads it (gold words if no spaces)
+    nlp("Warm-up.")  # one window: "compile" compiles batches of one apart from larger ones
     nlp.evaluate(examples[:8])  # warm-up (and the ONNX export)
     start = time.perf_counter()
     scores = nlp.evaluate(examples)
@@ -62,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", type=Path, required=True)
     parser.add_argument("--dev", type=Path, required=True)
-    parser.add_argument("--inference", default="torch,bf16,int8,onnx")
+    parser.add_argument("--inference", default="torch,bf16,int8,compile,onnx")
     parser.add_argument("--strides", default="", help="comma-separated; default: the saved one")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="", help="label for the results (default: dev file)")

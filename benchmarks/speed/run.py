@@ -42,6 +42,7 @@ INFERENCE = [
     ("spacy-trf + tagger", "trf-tagger", "torch"),
     ("spacy-trf + tagger, bf16", "trf-tagger", "bf16"),
     ("spacy-trf + tagger, int8", "trf-tagger", "int8"),
+    ("spacy-trf + tagger, compile", "trf-tagger", "compile"),
     ("spacy-trf + tagger, onnx", "trf-tagger", "onnx"),
     ("spacy-transformers 1.4.0 + tagger", "st-tagger", "torch"),
     ("spaCy en_core_web_sm (CNN, full pipeline)", "cnn", "torch"),
@@ -348,12 +349,12 @@ def ratios(rows: list[dict[str, Any]]) -> list[tuple[str, float, str]]:
         (dev, st),
         ">= 1.8",
     )
-    for backend in ("bf16", "int8", "onnx"):
+    for backend in ("bf16", "int8", "compile", "onnx"):
         add(
             f"spacy-trf + tagger, {backend} / spacy-transformers + tagger",
             (dev, f"spacy-trf + tagger, {backend}"),
             (dev, st),
-            ">= 4 (best option)",
+            ">= 1.8 (fp32); >= 4 (best option)" if backend == "compile" else ">= 4 (best option)",
         )
     add(
         "raw forward: batches of 16 / batches of 64",
@@ -414,7 +415,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--systems", default="trf,trf-tagger,st-tagger,cnn,raw-8,raw-16,raw-32,raw-64"
     )
-    parser.add_argument("--inference", default="torch,bf16,int8,onnx", help="for trf-tagger")
+    parser.add_argument(
+        "--inference", default="torch,bf16,int8,compile,onnx", help="for trf-tagger"
+    )
     parser.add_argument("--model", default="", help="default: the shipped all-MiniLM-L6-v2")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--table", action="store_true", help="print the recorded results")
