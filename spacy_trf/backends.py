@@ -154,7 +154,7 @@ def compiled_model(shim: "HFShim") -> torch.nn.Module:
     """The shim's model compiled by ``torch.compile`` (inductor) with its weights frozen as
     constants (cached per weights). Compilation happens at the first calls: once for batches of
     one window and once for larger ones (sizes are dynamic otherwise), each taking seconds to a
-    minute; torch's inductor cache keeps the kernels on disk for later processes."""
+    minute. After a weights change the new copy reuses the compiled graphs (about a second)."""
     if shim.device.type == "cpu":
         from torch._inductor import exc
         from torch._inductor.cpp_builder import get_cpp_compiler
