@@ -4,8 +4,8 @@
 - ``"bf16"``: PyTorch under bf16 autocast, on a CPU that supports it or a GPU.
 - ``"int8"``: a copy of the model whose Linear layers use dynamic int8 quantization with
   per-channel weight scales (CPU; see ``int8_layers`` for which layers).
-- ``"compile"``: a copy of the model compiled by ``torch.compile`` with frozen weights: the same
-  fp32 computation with fused kernels (outputs within about 1e-5 of "torch").
+- ``"compile"``: a copy of the model compiled by ``torch.compile`` (inductor): the same fp32
+  computation with fused kernels (outputs within about 1e-5 of "torch").
 - ``"auto"``: "int8" on CPU, "torch" on GPU: the fastest option that kept accuracy in our
   benchmarks (init-config writes it).
 - ``"onnx"``: ONNX Runtime on the model exported to ONNX, saved as ``model.onnx`` beside the
@@ -20,6 +20,7 @@ import contextlib
 import copy
 import io
 import logging
+import sysconfig
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -151,30 +152,41 @@ def int8_model(shim: "HFShim") -> torch.nn.Module:
 
 
 def compiled_model(shim: "HFShim") -> torch.nn.Module:
-    """The shim's model compiled by ``torch.compile`` (inductor) with its weights frozen as
-    constants (cached per weights). Compilation happens at the first calls: once for batches of
-    one window and once for larger ones (sizes are dynamic otherwise), each taking seconds to a
-    minute. After a weights change the new copy reuses the compiled graphs (about a second)."""
+    """An eval-mode copy of the shim's model compiled by ``torch.compile`` (inductor, dynamic
+    shapes; cached per weights). Compilation happens at the first calls, in every process: once
+    for batches of one window and once for larger ones, each taking seconds to a minute. After a
+    weights change the new copy reuses the compiled graphs (weights are graph inputs)."""
     if shim.device.type == "cpu":
+        check_cpp_toolchain()
+
+    def compile_dynamic(model: torch.nn.Module) -> torch.nn.Module:
+        return cast(torch.nn.Module, torch.compile(model, dynamic=True))
+
+    return converted_model(shim, "compile", compile_dynamic)
+
+
+def check_cpp_toolchain() -> None:
+    """Raise if inductor cannot build its CPU kernels: they need a C++ compiler and Python's
+    headers (they are built as Python extensions)."""
+    fix = (
+        "install them (e.g. `apt install g++ python3-dev`; CXX picks another compiler), or use "
+        'inference = "torch" or "int8".'
+    )
+    try:
         from torch._inductor import exc
         from torch._inductor.cpp_builder import get_cpp_compiler
-
-        try:
-            get_cpp_compiler()
-        except exc.InvalidCxxCompiler as err:
-            raise ValueError(
-                'inference = "compile" needs a C++ compiler on CPU (torch.compile builds C++ '
-                "kernels): install one (e.g. `apt install g++`, or point the CXX environment "
-                'variable at it), or use inference = "torch" or "int8".'
-            ) from err
-
-    def compile_frozen(model: torch.nn.Module) -> torch.nn.Module:
-        # freezing: weights become constants, so inductor folds and fuses around them; the
-        # frozen copy is why every weights change needs a new one (converted_model).
-        compiled = torch.compile(model, dynamic=True, options={"freezing": True})
-        return cast(torch.nn.Module, compiled)
-
-    return converted_model(shim, "compile", compile_frozen)
+    except ImportError:  # private API moved: let torch.compile report what is missing
+        return
+    try:
+        get_cpp_compiler()
+    except exc.InvalidCxxCompiler as err:
+        raise ValueError(
+            f'inference = "compile" needs a C++ compiler and Python headers on CPU: {fix}'
+        ) from err
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        raise ValueError(
+            f'inference = "compile" needs Python headers (Python.h) on CPU as well: {fix}'
+        )
 
 
 def converted_model(

@@ -298,6 +298,7 @@ class HFShim(PyTorchShim):
     def to_device(self, device_type: str, device_id: int) -> None:
         if self._model is not None:  # an unloaded model goes to the default device when loaded
             super().to_device(device_type, device_id)
+            self.converted = None  # built for the old device
 
     def to_disk(self, path: str | Path) -> None:
         if self._model is None:

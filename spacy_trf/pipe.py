@@ -91,7 +91,7 @@ def make_transformer(
         the pretrained encoder moves gently).
     inference (str): How the encoder runs at prediction (training always uses PyTorch):
         "torch", "bf16" (autocast), "int8" (dynamic quantization, CPU), "compile" (torch.compile
-        with frozen weights: fp32, compiled at the first predictions), "onnx" (ONNX Runtime on
+        of the fp32 model, compiled at the first predictions), "onnx" (ONNX Runtime on
         model.onnx, written by `spacy-trf export-onnx` or when the pipeline is saved) or "auto".
     """
     return Transformer(

@@ -144,37 +144,61 @@ def test_inference_can_be_chosen_when_loading(
     assert onnx_session_ran(nlp)
 
 
-def test_compile_matches_torch_with_one_frozen_copy(
+def test_compile_matches_torch_with_compiled_graphs_reused_after_updates(
     model_dirs: dict[str, str],
 ) -> None:
-    """fp32 with fused kernels: the same outputs; one compiled copy, reused until the weights
-    change; switching away frees it."""
+    """fp32 with fused kernels: the same outputs from graphs that really were compiled, without
+    graph breaks; one compiled copy, reused until the weights change, then rebuilt without
+    recompiling; switching away frees it."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # no graphs cached by earlier tests: this one must compile its own
     expected = rows(make_nlp(model_dirs["bert"]))
     nlp = make_nlp(model_dirs["bert"], inference="compile")
+    graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
     got = rows(nlp)
     np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert counters["stats"]["unique_graphs"] > graphs  # compiled, not run eagerly
+    assert sum(counters["graph_break"].values()) == breaks
     shim = get_shim(nlp.get_pipe("trf").model)
     assert shim.converted is not None and shim.converted[0] == "compile"
     compiled = shim.converted[2]
     assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)
-    assert compiled._orig_mod is not shim._model  # a frozen copy: training never touches it
+    assert compiled._orig_mod is not shim._model  # a copy: training never touches it
     np.testing.assert_allclose(rows(nlp), got, atol=1e-6)
     assert shim.converted[2] is compiled
+    with torch.no_grad():
+        for param in shim._model.parameters():
+            param.mul_(0.9)
+    shim.weights_version += 1  # as finish_update does
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        updated = rows(nlp)
+    assert shim.converted[2] is not compiled
     nlp.get_pipe("trf").set_inference("torch")
     assert shim.converted is None
+    np.testing.assert_allclose(updated, rows(nlp), atol=1e-4)
 
 
-def test_compile_without_a_cpp_compiler_says_what_to_install(
-    model_dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("missing", ["compiler", "headers"])
+def test_compile_without_a_cpp_toolchain_says_what_to_install(
+    model_dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch, missing: str
 ) -> None:
+    import sysconfig
+
     from torch._inductor import cpp_builder, exc
 
     def no_compiler() -> str:
         raise exc.InvalidCxxCompiler
 
-    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    if missing == "compiler":
+        monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+        expected = "needs a C.. compiler and Python headers on CPU"
+    else:
+        paths = sysconfig.get_paths()
+        monkeypatch.setattr(sysconfig, "get_paths", lambda: {**paths, "include": "/nowhere"})
+        expected = "needs Python headers .Python.h. on CPU"
     nlp = make_nlp(model_dirs["roberta"], inference="compile")
-    with pytest.raises(ValueError, match="needs a C.. compiler on CPU.*apt install g"):
+    with pytest.raises(ValueError, match=f"{expected}.*apt install g.. python3-dev"):
         nlp("A short text.")
 
 
