@@ -22,10 +22,10 @@ import spacy  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from worker import ewt_docs  # noqa: E402
+from worker import ewt_docs, pipe_inputs  # noqa: E402
 
 from spacy_trf.backends import compiled_model  # noqa: E402
-from spacy_trf.model import get_shim, iter_inputs  # noqa: E402
+from spacy_trf.model import get_shim  # noqa: E402
 from spacy_trf.pipe import Transformer  # noqa: E402
 
 
@@ -46,13 +46,8 @@ def main() -> None:
     nlp.initialize()
     docs = ewt_docs(args.data, "dev")
     words = sum(len(d) for d in docs)
-    model = cast(Transformer, nlp.get_pipe("trf")).model
-    inputs = [
-        x
-        for i in range(0, len(docs), 64)
-        for x in iter_inputs(model, [nlp.make_doc(d.text) for d in docs[i : i + 64]])
-    ]
-    shim = get_shim(model)
+    inputs = pipe_inputs(nlp, [d.text for d in docs])
+    shim = get_shim(cast(Transformer, nlp.get_pipe("trf")).model)
     systems = {"eager": shim._model.eval(), "compile": compiled_model(shim)}
 
     def words_per_second(forward: torch.nn.Module) -> float:

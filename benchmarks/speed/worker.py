@@ -46,6 +46,19 @@ def ewt_docs(data: Path, split: str, n_sents: int = 10, limit: int | None = None
     return list(conllu_to_docs(text, n_sents=n_sents, no_print=True))
 
 
+def pipe_inputs(nlp: Any, texts: list[str], batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
+    """The HF forward's inputs for the trf component's own windows and batches, as
+    ``nlp.pipe(texts, batch_size=batch_size)`` builds them."""
+    from spacy_trf.model import iter_inputs
+
+    model = nlp.get_pipe("trf").model
+    return [
+        x
+        for i in range(0, len(texts), batch_size)
+        for x in iter_inputs(model, [nlp.make_doc(t) for t in texts[i : i + batch_size]])
+    ]
+
+
 class System:
     """Loads one system; ``dev``, ``long`` and ``train`` return seconds (and words)."""
 
@@ -112,18 +125,9 @@ class System:
         seconds = time.perf_counter() - start
         result: dict[str, Any] = {"seconds": seconds}
         if self.args.system == "trf":  # the raw forward on the pipe's own windows and batches
-            from spacy_trf.model import iter_inputs
-
             result["forward_seconds"] = inside[0]
-            model = self.nlp.get_pipe("trf").model
             if not self.raw_inputs:
-                self.raw_inputs = [
-                    x
-                    for i in range(0, len(self.dev), 64)
-                    for x in iter_inputs(
-                        model, [self.nlp.make_doc(t) for t in self.dev[i : i + 64]]
-                    )
-                ]
+                self.raw_inputs = pipe_inputs(self.nlp, self.dev)
             result["raw_seconds"] = self.raw_pass()
         return result
 
