@@ -156,10 +156,10 @@ def compiled_model(shim: "HFShim") -> torch.nn.Module:
     shapes; cached per weights). Compilation happens at the first calls, in every process: once
     for batches of one window and once for larger ones, each taking seconds to a minute. After a
     weights change the new copy reuses the compiled graphs (weights are graph inputs)."""
-    if shim.device.type == "cpu":
-        check_cpp_toolchain()
 
     def compile_dynamic(model: torch.nn.Module) -> torch.nn.Module:
+        if shim.device.type == "cpu":  # checked when building a copy, not at every call
+            check_cpp_toolchain()
         return cast(torch.nn.Module, torch.compile(model, dynamic=True))
 
     return converted_model(shim, "compile", compile_dynamic)
