@@ -1,10 +1,14 @@
-"""spacy-trf: Hugging Face transformer encoders inside spaCy pipelines."""
+"""spacy-trf: Hugging Face transformer encoders inside spaCy pipelines.
 
-from . import hooks, listener, registry, spans, textcat  # noqa: F401  (registers functions)
-from .hf import ModelLoadError, load_hf, save_hf
-from .model import TransformerModel
-from .output import DocTransformerGradient, DocTransformerOutput
-from .pipe import Transformer, make_transformer
+Doc -> pieces -> windows -> encoder (HF model) -> stitch -> pooling -> heads, with the
+architectures in ``models`` and the ``trf`` component in ``pipeline`` (docs/architecture.md).
+"""
+
+from . import heads, models, pieces, pipeline, registry  # noqa: F401  (registers functions)
+from .encoder import ModelLoadError, load_hf, save_hf
+from .models import TransformerModel
+from .pipeline import Transformer, make_transformer
+from .stitch import DocTransformerGradient, DocTransformerOutput
 
 __version__ = "0.1.0"
 __all__ = [

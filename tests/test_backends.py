@@ -2,6 +2,7 @@
 PyTorch's, the choice saved with the pipeline and loaded offline, converted models rebuilt after
 training, and ``spacy-trf export-onnx``."""
 
+import copy
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,13 @@ import pytest
 import spacy
 import torch
 from spacy.training import Example
-from thinc.api import Adam
+from thinc.api import SGD, Adam
 from typer.testing import CliRunner
 
-import spacy_trf.backends
-from spacy_trf import backends
+import spacy_trf.encoder.backends
 from spacy_trf.cli import app
-from spacy_trf.model import get_shim
+from spacy_trf.encoder import get_shim
+from spacy_trf.encoder.backends import int8 as int8_backend
 
 from .conftest import make_nlp
 
@@ -67,7 +68,7 @@ def test_torch_backends_stay_close_to_fp32(
     assert not np.array_equal(got, expected)  # the backend really ran
     # bf16 keeps a mean cosine of about 0.9999; int8 on MiniLM about 0.99 with 8-bit activations
     # (AVX512-VNNI), 0.98 without (the random-weight test models: lower).
-    eight_bits = family == "bert" and backends.full_range_int8()
+    eight_bits = family == "bert" and int8_backend.full_range_int8()
     floor = 0.999 if backend == "bf16" else 0.98 if eight_bits else 0.9
     assert cosines(got, expected).mean() > floor
 
@@ -76,11 +77,11 @@ def test_torch_backends_stay_close_to_fp32(
 def test_int8_quantizes_every_linear_only_with_8_bit_activations(
     model_dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch, full_range: bool
 ) -> None:
-    monkeypatch.setattr(backends, "full_range_int8", lambda: full_range)
+    monkeypatch.setattr(int8_backend, "full_range_int8", lambda: full_range)
     shim = get_shim(make_nlp(model_dirs["bert"]).get_pipe("trf").model)
-    linears = [m for m in shim._model.modules() if isinstance(m, torch.nn.Linear)]
-    quantized = backends.int8_model(shim)
-    int8 = [m for m in quantized.modules() if isinstance(m, backends.Int8Linear)]
+    linears = [m for m in shim.hf_model.modules() if isinstance(m, torch.nn.Linear)]
+    quantized = int8_backend.quantize_int8(copy.deepcopy(shim.hf_model).eval())
+    int8 = [m for m in quantized.modules() if isinstance(m, int8_backend.Int8Linear)]
     fp32 = [m for m in quantized.modules() if type(m) is torch.nn.Linear]
     assert int8 and all(m.full_range is full_range for m in int8)
     assert len(int8) + len(fp32) == len(linears)
@@ -91,7 +92,7 @@ def test_int8_quantizes_every_linear_only_with_8_bit_activations(
     if full_range:
         assert not fp32
     else:  # the feed-forward output projections, one per layer
-        assert len(fp32) == shim._model.config.num_hidden_layers
+        assert len(fp32) == shim.hf_model.config.num_hidden_layers
         assert all(m.in_features > m.out_features for m in fp32)
 
 
@@ -105,7 +106,7 @@ def test_onnx_matches_torch_and_is_saved_beside_the_weights(
     def no_export(*args: Any) -> None:
         raise AssertionError("a saved pipeline must not export again")
 
-    monkeypatch.setattr(spacy_trf.backends, "export_onnx", no_export)
+    monkeypatch.setattr(spacy_trf.encoder.backends, "export_onnx", no_export)
     loaded = spacy.load(onnx_pipeline)
     assert loaded.get_pipe("trf").inference == "onnx"
     np.testing.assert_allclose(rows(loaded), expected, atol=1e-4)
@@ -117,7 +118,7 @@ def test_onnx_matches_torch_and_is_saved_beside_the_weights(
 
 
 def onnx_session_ran(nlp: spacy.Language) -> bool:
-    onnx = get_shim(nlp.get_pipe("trf").model).onnx
+    onnx = get_shim(nlp.get_pipe("trf").model).backends.onnx
     return onnx is not None and onnx.session is not None
 
 
@@ -126,7 +127,7 @@ def test_inference_can_be_chosen_when_loading(
 ) -> None:
     nlp = spacy.load(onnx_pipeline, config={"components": {"trf": {"inference": "int8"}}})
     assert nlp.get_pipe("trf").inference == "int8"
-    onnx = get_shim(nlp.get_pipe("trf").model).onnx
+    onnx = get_shim(nlp.get_pipe("trf").model).backends.onnx
     assert onnx is not None and onnx.data is None  # model.onnx is noted, not read
     torch_rows = rows(
         spacy.load(onnx_pipeline, config={"components": {"trf": {"inference": "torch"}}})
@@ -138,7 +139,7 @@ def test_inference_can_be_chosen_when_loading(
     def no_export(*args: Any) -> None:
         raise AssertionError("switching to onnx must use the saved model.onnx")
 
-    monkeypatch.setattr(spacy_trf.backends, "export_onnx", no_export)
+    monkeypatch.setattr(spacy_trf.encoder.backends, "export_onnx", no_export)
     nlp.get_pipe("trf").set_inference("onnx")
     np.testing.assert_allclose(rows(nlp), torch_rows, atol=1e-4)
     assert onnx_session_ran(nlp)
@@ -161,21 +162,22 @@ def test_compile_matches_torch_with_compiled_graphs_reused_after_updates(
     assert counters["stats"]["unique_graphs"] > graphs  # compiled, not run eagerly
     assert sum(counters["graph_break"].values()) == breaks
     shim = get_shim(nlp.get_pipe("trf").model)
-    assert shim.converted is not None and shim.converted[0] == "compile"
-    compiled = shim.converted[2]
+    converted = shim.backends.converted
+    assert converted is not None and converted.backend == "compile"
+    compiled = converted.model
     assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)
-    assert compiled._orig_mod is not shim._model  # a copy: training never touches it
+    assert compiled._orig_mod is not shim.hf_model  # a copy: training never touches it
     np.testing.assert_allclose(rows(nlp), got, atol=1e-6)
-    assert shim.converted[2] is compiled
-    with torch.no_grad():
-        for param in shim._model.parameters():
-            param.mul_(0.9)
-    shim.weights_version += 1  # as finish_update does
+    assert shim.backends.converted is converted
+    for param in shim.hf_model.parameters():  # a training step: every weight times 0.9
+        param.grad = param.detach() * 0.1
+    shim.finish_update(SGD(1.0, L2=0.0, grad_clip=0.0))
     with torch._dynamo.config.patch(error_on_recompile=True):
         updated = rows(nlp)
-    assert shim.converted[2] is not compiled
+    assert shim.backends.converted is not None
+    assert shim.backends.converted.model is not compiled
     nlp.get_pipe("trf").set_inference("torch")
-    assert shim.converted is None
+    assert shim.backends.converted is None
     np.testing.assert_allclose(updated, rows(nlp), atol=1e-4)
 
 

@@ -8,7 +8,7 @@ import spacy
 import torch
 
 from spacy_trf import DocTransformerGradient
-from spacy_trf.model import get_shim
+from spacy_trf.encoder import get_shim
 
 TEXTS = [
     "Gradients must reach every window of a long document. " * 4,
@@ -49,7 +49,7 @@ def reference_grads(
 def test_backprop_matches_autograd_over_windows(nlp_factory: Callable[..., spacy.Language]) -> None:
     nlp = nlp_factory("roberta", model={"window": 16, "stride": 10, "output_hidden_states": True})
     model = nlp.get_pipe("trf").model
-    hf = get_shim(model)._model
+    hf = get_shim(model).hf_model
     for module in hf.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
@@ -84,7 +84,7 @@ def test_backprop_matches_autograd_over_windows(nlp_factory: Callable[..., spacy
 def test_no_gradient_means_no_backward(nlp_factory: Callable[..., spacy.Language]) -> None:
     nlp = nlp_factory("roberta", model={"window": 16, "stride": 10})
     model = nlp.get_pipe("trf").model
-    hf = get_shim(model)._model
+    hf = get_shim(model).hf_model
     hf.zero_grad()
     _, backprop = model.begin_update([nlp.make_doc(t) for t in TEXTS])
     backprop([DocTransformerGradient() for _ in TEXTS])
@@ -108,7 +108,7 @@ def test_fp16_scaler_unscales_accumulated_gradients_once(
     nlp = nlp_factory("roberta", model={"window": 16, "stride": 10})
     model = nlp.get_pipe("trf").model
     shim = get_shim(model)
-    shim._grad_scaler = PyTorchGradScaler(enabled=True, init_scale=1024.0)
+    shim.enable_loss_scaling(init_scale=1024.0)
     docs = [nlp.make_doc(t) for t in TEXTS]
     for _ in range(2):
         outputs, backprop = model.begin_update(docs)
@@ -118,9 +118,34 @@ def test_fp16_scaler_unscales_accumulated_gradients_once(
                 for o in outputs
             ]
         )
-    params = dict(shim._model.named_parameters())
+    params = dict(shim.hf_model.named_parameters())
     true_grads = {k: p.grad / 1024.0 for k, p in params.items() if p.grad is not None}
     before = {k: params[k].detach().clone() for k in true_grads}
     shim.finish_update(SGD(1.0, L2=0.0, grad_clip=0.0))
     for k, grad in true_grads.items():
         torch.testing.assert_close(before[k] - params[k].detach(), grad, atol=1e-6, rtol=1e-4)
+
+
+def test_an_overflowing_fp16_step_is_skipped_and_keeps_the_weights_version(
+    nlp_factory: Callable[..., spacy.Language],
+) -> None:
+    """fp16 loss scaling: a step whose gradients overflowed changes no weight, and converted
+    models (int8, compile, onnx) are not rebuilt for it."""
+    from thinc.api import SGD
+
+    nlp = nlp_factory("roberta", model={"window": 16, "stride": 10})  # fresh: weights change
+    shim = get_shim(nlp.get_pipe("trf").model)
+    shim.enable_loss_scaling()
+    params = dict(shim.hf_model.named_parameters())
+    before = {k: p.detach().clone() for k, p in params.items()}
+    version = shim.weights_version
+    for p in params.values():
+        p.grad = torch.full_like(p, float("inf"))
+    shim.finish_update(SGD(1.0))
+    assert shim.weights_version == version
+    assert all(torch.equal(before[k], p.detach()) for k, p in params.items())
+    assert all(p.grad is None for p in params.values())
+    for p in params.values():
+        p.grad = torch.ones_like(p)
+    shim.finish_update(SGD(1.0))
+    assert shim.weights_version == version + 1

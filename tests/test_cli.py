@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from spacy_trf.cli import app
 from spacy_trf.cli.data import infer_pipeline, read_docs
 from spacy_trf.cli.init_config import COMPONENTS, make_config
+from spacy_trf.encoder import get_shim
 
 ALL = list(COMPONENTS)
 # words, tags, pos, heads (absolute), deps, entities (IOB), spans (start, end, label), category
@@ -111,7 +112,8 @@ def test_init_config_cli_writes_a_complete_config(tmp_path: Path, model_dirs: di
     assert config["components"]["trf"]["frozen"] is True
     assert "???" not in out.read_text()
     for name in ALL:
-        t2v = config["components"][name]["model"]["tok2vec"]["@architectures"]
+        model = config["components"][name]["model"]
+        t2v = model["encoder" if name.startswith("textcat") else "tok2vec"]["@architectures"]
         assert t2v.startswith("spacy-trf."), name
     optimizer = config["training"]["optimizer"]
     assert optimizer["@optimizers"] == "Adam.v1"
@@ -252,7 +254,7 @@ def test_init_config_turns_attention_dropout_off_for_fine_tuning(
     if not frozen:
         nlp = spacy.util.load_model_from_config(config, auto_fill=False)
         nlp.get_pipe("trf").model.initialize()
-        hf = nlp.get_pipe("trf").model.shims[0]._model
+        hf = get_shim(nlp.get_pipe("trf").model).hf_model
         assert hf.config.attention_probs_dropout_prob == 0.0
         assert hf.config.hidden_dropout_prob > 0.0  # the rest of the model's dropout stays
     assert (

@@ -11,7 +11,7 @@ import torch
 from spacy.tokens import Doc
 
 import spacy_trf
-from spacy_trf.model import get_shim
+from spacy_trf.encoder import get_shim
 
 from .conftest import make_nlp
 
@@ -24,7 +24,7 @@ NLPFactory = Callable[..., spacy.Language]
 
 def hf_parts(nlp: spacy.Language) -> tuple[torch.nn.Module, object]:
     shim = get_shim(nlp.get_pipe("trf").model)
-    return shim._model, shim.tokenizer
+    return shim.hf_model, shim.tokenizer
 
 
 def piece_spans(doc: Doc, i: int) -> list[str]:
@@ -39,7 +39,7 @@ def test_add_pipe_works_without_import() -> None:
         "print(type(nlp.get_pipe('trf')).__module__)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "spacy_trf.pipe"
+    assert out.stdout.strip() == "spacy_trf.pipeline.component"
 
 
 def test_sentence_alignment(nlp: spacy.Language, family: str) -> None:

@@ -6,8 +6,8 @@ import pytest
 import spacy
 import torch
 
-from spacy_trf.dropout import RESOLUTION, CPUDropout, cpu_dropout, use_cpu_dropout
-from spacy_trf.model import get_shim
+from spacy_trf.encoder import get_shim
+from spacy_trf.encoder.dropout import RESOLUTION, CPUDropout, cpu_dropout, use_cpu_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -73,7 +73,7 @@ def test_pipeline_encoder_trains_with_cpu_dropout(
     """The loaded encoder's dropout layers are swapped, keep their rates (attention code reads
     ``self.dropout.p``), and are active in training only."""
     nlp = nlp_factory("bert")
-    hf = get_shim(nlp.get_pipe("trf").model)._model
+    hf = get_shim(nlp.get_pipe("trf").model).hf_model
     drops = [m for m in hf.modules() if isinstance(m, torch.nn.Dropout)]
     assert drops and all(type(m) is CPUDropout for m in drops)
     assert {m.p for m in drops} == {hf.config.hidden_dropout_prob} | {

@@ -9,7 +9,7 @@ import pytest
 import spacy
 from thinc.api import ConfigValidationError
 
-from spacy_trf.hf import ModelLoadError
+from spacy_trf.encoder import ModelLoadError
 from spacy_trf.pieces import PieceTokenizer
 
 from .conftest import make_nlp

@@ -13,6 +13,7 @@ import torch
 from spacy.tokens import Doc
 from thinc.api import Adam, Config, SequenceCategoricalCrossentropy, reduce_mean, registry
 
+from spacy_trf.encoder import get_shim
 from spacy_trf.layers import TransformerEncoder, TransformersTagger, TransformerTokenizer
 
 SENTENCES = [
@@ -21,6 +22,13 @@ SENTENCES = [
     [],
     ["Ünïcödé", "and", "3.14", "don't", "vanish", "!"],
 ]
+
+
+def count_forward(module: torch.nn.Module) -> list[int]:
+    """One entry per call of the module's forward."""
+    calls: list[int] = []
+    module.register_forward_pre_hook(lambda *_: calls.append(1))
+    return calls
 
 
 def encoder_pair(path: str, **window: int) -> tuple:
@@ -61,7 +69,7 @@ def test_encoder_rows_equal_the_pipeline_component(
     nlp = nlp_factory(family, model=window)
     tok, enc = encoder_pair(model_dirs[family], **window)
     rows = enc.predict(tok.predict(SENTENCES))
-    width = enc.layers[0].shims[0]._model.config.hidden_size
+    width = get_shim(enc.layers[0]).hf_model.config.hidden_size
     assert [r.shape for r in rows] == [(len(words), width) for words in SENTENCES]
     for words, got in zip(SENTENCES, rows, strict=True):
         if not words:
@@ -82,7 +90,7 @@ def test_encoder_gradient_matches_autograd(model_dirs: dict[str, str]) -> None:
     enc = TransformerEncoder(path, reduce_mean(), transformer_config=no_dropout)
     tok.initialize()
     enc.initialize()
-    hf = enc.layers[0].shims[0]._model
+    hf = get_shim(enc.layers[0]).hf_model
     batch = tok.predict(SENTENCES)
     assert len(batch.plan.starts) > len(SENTENCES)  # some pieces are in two windows
     rows, backprop = enc.begin_update(batch)
@@ -116,10 +124,12 @@ def test_encoder_gradient_matches_autograd(model_dirs: dict[str, str]) -> None:
 
 def test_empty_input_gives_empty_rows_without_a_model_call(model_dirs: dict[str, str]) -> None:
     tok, enc = encoder_pair(model_dirs["bert"])
+    calls = count_forward(get_shim(enc.layers[0]).hf_model)
     assert enc.predict(tok.predict([])) == []
     rows, backprop = enc.begin_update(tok.predict([[], []]))
     assert [r.shape for r in rows] == [(0, 384), (0, 384)]
     backprop(rows)
+    assert calls == []
 
 
 def test_tagger_learns_and_reloads_without_the_original_files(
@@ -183,7 +193,7 @@ def test_clear_errors(model_dirs: dict[str, str]) -> None:
     tok, enc = TransformerTokenizer(path, window=600), TransformerEncoder(path, reduce_mean())
     tok.initialize()
     enc.initialize()
-    with pytest.raises(ValueError, match="smaller window"):
+    with pytest.raises(ValueError, match="Set window <= 510"):
         enc.predict(tok.predict([["word"] * 700]))
 
 

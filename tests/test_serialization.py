@@ -99,12 +99,12 @@ def test_docs_with_outputs_serialize(nlp_factory: Callable[..., spacy.Language])
 def test_transformer_config_is_kept_after_loading(
     model_dirs: dict[str, str], tmp_path: Path
 ) -> None:
-    from spacy_trf.model import get_shim
+    from spacy_trf.encoder import get_shim
 
     nlp = make_nlp(
         model_dirs["roberta"], model={"transformer_config": {"attn_implementation": "eager"}}
     )
-    assert get_shim(nlp.get_pipe("trf").model)._model.config._attn_implementation == "eager"
+    assert get_shim(nlp.get_pipe("trf").model).hf_model.config._attn_implementation == "eager"
     nlp.to_disk(tmp_path / "p")
     loaded = spacy.load(tmp_path / "p")
-    assert get_shim(loaded.get_pipe("trf").model)._model.config._attn_implementation == "eager"
+    assert get_shim(loaded.get_pipe("trf").model).hf_model.config._attn_implementation == "eager"

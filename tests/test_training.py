@@ -13,11 +13,9 @@ from spacy.training import Example
 from thinc.api import Adam, chain, fix_random_seed
 from thinc.api import registry as thinc_registry
 
-import spacy_trf.model
-from spacy_trf.mix import EncoderRows
-from spacy_trf.model import get_shim
-from spacy_trf.output import RowsGradient
-from spacy_trf.pooling import TokenPooler
+from spacy_trf.encoder import HFShim, get_shim
+from spacy_trf.pooling import EncoderRows, TokenPooler
+from spacy_trf.stitch import RowsGradient
 
 Annotations = dict[str, Any]
 
@@ -193,7 +191,7 @@ def train(
 
 
 def encoder(nlp: spacy.Language, name: str = "trf") -> torch.nn.Module:
-    return get_shim(nlp.get_pipe(name).model)._model
+    return get_shim(nlp.get_pipe(name).model).hf_model
 
 
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -212,15 +210,16 @@ def no_dropout(module: torch.nn.Module) -> None:
 
 
 def count_backward(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the encoder's torch.autograd.backward calls (one entry per call)."""
+    """Count the encoder's backward passes into its weights (one entry per pass)."""
     calls: list[int] = []
-    original = spacy_trf.model.torch.autograd.backward
+    original = HFShim.backward
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(*args, **kwargs)
+    def counting(self: HFShim, tensors: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        if tensors:
+            calls.append(1)
+        original(self, tensors, grads)
 
-    monkeypatch.setattr(spacy_trf.model.torch.autograd, "backward", counting)
+    monkeypatch.setattr(HFShim, "backward", counting)
     return calls
 
 
@@ -529,6 +528,28 @@ def test_two_listeners_share_one_backward_and_sum_their_gradients(
 # 7. replace_listeners ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("scale", [0.0, 1.0])
+def test_an_owned_encoder_takes_learn_rate_scale(model_dirs: dict[str, str], scale: float) -> None:
+    """Tok2VecTransformer.v2 (a component's own encoder) sets the encoder options the trf
+    component has: learn_rate_scale 0 keeps its weights while the head learns."""
+    own = {
+        "@architectures": "spacy-trf.Tok2VecTransformer.v2",
+        "name": model_dirs["roberta"],
+        "get_spans": {"@span_getters": "spacy-trf.doc_spans.v1"},
+        "pooling": {"@layers": "reduce_mean.v1"},
+        "learn_rate_scale": scale,
+        "max_batch_pieces": 256,
+    }
+    nlp, egs = build(None, {"tagger": tagger(own)})
+    encoder_node = next(n for n in nlp.get_pipe("tagger").model.walk() if n.shims)
+    assert encoder_node.attrs["max_batch_pieces"] == 256
+    hf = get_shim(encoder_node).hf_model
+    before = snapshot(hf)
+    losses = train(nlp, egs, steps=3)["tagger"]
+    assert losses[-1] < losses[0]
+    assert bool(changed(hf, before)) is (scale > 0)
+
+
 def test_replace_listeners_gives_the_tagger_its_own_encoder(
     model_dirs: dict[str, str], tmp_path: Path
 ) -> None:
@@ -539,14 +560,16 @@ def test_replace_listeners_gives_the_tagger_its_own_encoder(
     trf = nlp.get_pipe("trf")
     assert trf.listening_components == []
     t2v = nlp.config["components"]["tagger"]["model"]["tok2vec"]
-    assert t2v["@architectures"] == "spacy-trf.Tok2VecTransformer.v1"
+    assert t2v["@architectures"] == "spacy-trf.Tok2VecTransformer.v2"
     assert t2v["name"] == model_dirs["roberta"]
+    for key in ("max_batch_pieces", "learn_rate_scale", "mixed_precision"):
+        assert t2v[key] == trf.cfg[key]  # the trf component's encoder options come along
     assert t2v["pooling"] == {"@layers": "reduce_mean.v1"}
     for a, b in zip(before, tagger_scores(nlp), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
     own = next(n for n in nlp.get_pipe("tagger").model.walk() if n.shims)
-    own_hf = get_shim(own)._model
+    own_hf = get_shim(own).hf_model
     assert own_hf is not encoder(nlp)
     before_own = snapshot(own_hf)
     losses = train(nlp, egs, steps=3)["tagger"]
@@ -767,7 +790,7 @@ def test_inline_tok2vec_transformer_trains_and_round_trips(
     nlp, egs = build(None, {"tagger": tagger(inline)})
     assert nlp.pipe_names == ["tagger"]
     own = next(n for n in nlp.get_pipe("tagger").model.walk() if n.shims)
-    hf = get_shim(own)._model
+    hf = get_shim(own).hf_model
     before = snapshot(hf)
     losses = train(nlp, egs, steps=10, lr=0.01)["tagger"]
     assert losses[-1] < 0.7 * losses[0], losses
@@ -788,7 +811,7 @@ def test_inline_tok2vec_transformer_trains_and_round_trips(
 def test_encoder_weights_are_updated_in_place(model_dirs: dict[str, str]) -> None:
     """Steps write into the parameters' own storage (rebinding them grew memory every step)."""
     nlp, egs = build(model_dirs["roberta"], {"tagger": tagger()})
-    params = list(get_shim(nlp.get_pipe("trf").model)._model.parameters())
+    params = list(get_shim(nlp.get_pipe("trf").model).hf_model.parameters())
     before = [(p.data_ptr(), p.detach().clone()) for p in params]
     optimizer = Adam(0.01)
     for _ in range(2):

@@ -8,6 +8,7 @@ backend itself before timing. Prints words/s per round and the median of per-rou
 """
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -24,9 +25,9 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from worker import ewt_docs, pipe_inputs  # noqa: E402
 
-from spacy_trf.backends import compiled_model  # noqa: E402
-from spacy_trf.model import get_shim  # noqa: E402
-from spacy_trf.pipe import Transformer  # noqa: E402
+from spacy_trf.encoder import get_shim  # noqa: E402
+from spacy_trf.encoder.backends.compile import compile_model  # noqa: E402
+from spacy_trf.pipeline import Transformer  # noqa: E402
 
 
 def main() -> None:
@@ -48,7 +49,8 @@ def main() -> None:
     words = sum(len(d) for d in docs)
     inputs = pipe_inputs(nlp, [d.text for d in docs])
     shim = get_shim(cast(Transformer, nlp.get_pipe("trf")).model)
-    systems = {"eager": shim._model.eval(), "compile": compiled_model(shim)}
+    eager = copy.deepcopy(shim.hf_model).eval()
+    systems = {"eager": eager, "compile": compile_model(copy.deepcopy(eager))}
 
     def words_per_second(forward: torch.nn.Module) -> float:
         start = time.perf_counter()

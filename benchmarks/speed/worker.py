@@ -49,7 +49,7 @@ def ewt_docs(data: Path, split: str, n_sents: int = 10, limit: int | None = None
 def pipe_inputs(nlp: Any, texts: list[str], batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
     """The HF forward's inputs for the trf component's own windows and batches, as
     ``nlp.pipe(texts, batch_size=batch_size)`` builds them."""
-    from spacy_trf.model import iter_inputs
+    from spacy_trf.models import iter_inputs
 
     model = nlp.get_pipe("trf").model
     return [
@@ -108,12 +108,13 @@ class System:
 
     def prepare_raw(self, batch: int) -> None:
         """Non-overlapping 126-piece windows, sorted by length, ``batch`` windows per call."""
-        from spacy_trf.model import get_shim, iter_inputs
+        from spacy_trf.encoder import get_shim
+        from spacy_trf.models import iter_inputs
 
         model = self.nlp.get_pipe("trf").model
         model.attrs.update(window=126, stride=126, max_batch_pieces=batch * 128)
         self.raw_inputs = iter_inputs(model, [self.nlp.make_doc(t) for t in self.dev])
-        self.hf_model = get_shim(model)._model.eval()
+        self.hf_model = get_shim(model).hf_model.eval()
 
     def dev_pass(self) -> dict[str, Any]:
         if self.args.system.startswith("raw-"):
@@ -133,9 +134,9 @@ class System:
 
     def time_hf_forward(self) -> list[float]:
         """Count the seconds the pipe spends inside the HF model's forward calls."""
-        from spacy_trf.model import get_shim
+        from spacy_trf.encoder import get_shim
 
-        self.hf_model = get_shim(self.nlp.get_pipe("trf").model)._model.eval()
+        self.hf_model = get_shim(self.nlp.get_pipe("trf").model).hf_model.eval()
         inside = [0.0]
         forward = type(self.hf_model).forward
 

@@ -7,8 +7,8 @@ import numpy as np
 import spacy
 from wasabi import msg
 
-from ..hf import write_dir_atomically
-from ..pipe import Transformer
+from ..encoder.loading import write_dir_atomically
+from ..pipeline import Transformer
 
 WARN_DIFF = 1e-3
 CHECK_TEXT = "ONNX Runtime runs the exported encoder; PyTorch still trains it."

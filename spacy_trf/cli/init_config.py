@@ -8,6 +8,8 @@ from spacy import util
 from spacy.language import DEFAULT_CONFIG
 from thinc.api import Config
 
+from .. import defaults
+
 COMPONENTS = (
     "tagger",
     "morphologizer",
@@ -17,7 +19,7 @@ COMPONENTS = (
     "textcat",
     "textcat_multilabel",
 )
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_MODEL = defaults.MODEL
 OPTIMIZE = ("efficiency", "accuracy")
 # Token-level components that take extra hash-embedding features (--hybrid, the default): with
 # MiniLM (uncased) they gave NER F1 91.8 against 90.7 on CoNLL-2003 dev, and EWT UPOS/LAS
@@ -34,7 +36,7 @@ def no_attention_dropout(model: str) -> dict[str, float]:
     """transformer_config that turns the model's attention dropout off ({} if unknown)."""
     from transformers import AutoConfig
 
-    from ..hf import ModelLoadError, resolve_name
+    from ..encoder import ModelLoadError, resolve_name
 
     try:
         config = AutoConfig.from_pretrained(resolve_name(model))
@@ -109,7 +111,7 @@ def component_config(name: str, tok2vec: dict[str, Any], accuracy: bool) -> dict
         return {
             "factory": name,
             "model": {
-                "@architectures": "spacy-trf.TransformerTextCat.v1",
+                "@architectures": "spacy-trf.TransformerTextCat.v2",
                 "exclusive_classes": name == "textcat",
                 # all-MiniLM-L6-v2 was trained with mean pooling; emotion dev: mean 93.2, cls 92.9.
                 "pooling": "mean",
@@ -117,7 +119,7 @@ def component_config(name: str, tok2vec: dict[str, Any], accuracy: bool) -> dict
                 "grad_factor": 1.0,
                 "dropout": 0.1,
                 "nO": None,
-                "tok2vec": {
+                "encoder": {
                     "@architectures": "spacy-trf.TransformerOutputListener.v1",
                     "upstream": "*",
                 },
@@ -152,35 +154,12 @@ def make_config(
     if optimize not in OPTIMIZE:
         raise ValueError(f"optimize must be one of {OPTIMIZE}, got {optimize!r}.")
     accuracy = optimize == "accuracy"
-    components: dict[str, Any] = {
-        "trf": {
-            "factory": "trf",
-            "frozen": frozen,
-            "feature_cache_mb": 2048 if frozen else 0,
-            # Heads learn at the optimizer's rate, the pretrained encoder at a tenth of it.
-            "learn_rate_scale": 0.1,
-            # int8 on CPU, PyTorch on GPU: the fastest prediction that kept accuracy (README).
-            "inference": "auto",
-            "model": {
-                "@architectures": "spacy-trf.TransformerModel.v1",
-                "name": model,
-                "window": 126,
-                # Overlap costs compute: efficiency encodes each piece once; 16 pieces of
-                # overlap scored as 32 did on EWT and CoNLL dev, none lost 0.1-0.15 points.
-                "stride": 110 if accuracy else 126,
-                "get_spans": {"@span_getters": "spacy-trf.doc_spans.v1"},
-                "transformer_config": {} if frozen else no_attention_dropout(model),
-            },
-        }
-    }
+    components: dict[str, Any] = {"trf": trf_config(model, frozen, accuracy)}
     for name in pipeline:
         tok2vec = listener("reduce_first.v1" if name == "ner" else "reduce_mean.v1")
         if hybrid_features and name in TOKEN_COMPONENTS:
             tok2vec = hybrid(tok2vec)
         components[name] = component_config(name, tok2vec, accuracy)
-    # Heads 1e-3 (encoder 1e-4 through learn_rate_scale) beat 5e-4 on EWT and CoNLL dev.
-    learn_rate = 1e-3
-    warmup = 0 if frozen else min(250, max_steps // 10)
     draft = {
         "paths": {"train": None, "dev": None},
         "system": {"gpu_allocator": "pytorch", "seed": 0},
@@ -190,45 +169,76 @@ def make_config(
             "train": {"@readers": "spacy.Corpus.v1", "path": "${paths.train}", "max_length": 0},
             "dev": {"@readers": "spacy.Corpus.v1", "path": "${paths.dev}", "max_length": 0},
         },
-        "training": {
-            "accumulate_gradient": 1 if frozen else 3,
-            "dropout": 0.1,
-            "patience": 1600,
-            "max_epochs": 0,
-            "max_steps": max_steps,
-            "eval_frequency": 200,
-            "seed": "${system.seed}",
-            "gpu_allocator": "${system.gpu_allocator}",
-            "optimizer": {
-                "@optimizers": "Adam.v1",
-                "beta1": 0.9,
-                "beta2": 0.999,
-                "L2_is_weight_decay": True,
-                "L2": 0.01,
-                "grad_clip": 1.0,
-                "use_averages": False,
-                "eps": 1e-8,
-                "learn_rate": {
-                    "@schedules": "warmup_linear.v1",
-                    "warmup_steps": warmup,
-                    "total_steps": max_steps,
-                    "initial_rate": learn_rate,
-                },
-            },
-            "batcher": {
-                "@batchers": "spacy.batch_by_padded.v1",
-                "discard_oversize": True,
-                "size": 2000,
-                "buffer": 256,
-                "get_length": None,
-            },
-            "logger": {"@loggers": "spacy.ConsoleLogger.v1", "progress_bar": True},
-        },
+        "training": training_config(frozen, max_steps),
     }
     config = DEFAULT_CONFIG.merge(Config(draft))
     # Fill exactly as `spacy init fill-config` does, so that it has nothing left to add.
     nlp = util.load_model_from_config(config, auto_fill=True, validate=False)
     return util.load_model_from_config(nlp.config).config
+
+
+def trf_config(model: str, frozen: bool, accuracy: bool) -> dict[str, Any]:
+    """The block of the shared trf component."""
+    return {
+        "factory": "trf",
+        "frozen": frozen,
+        "feature_cache_mb": defaults.FROZEN_FEATURE_CACHE_MB if frozen else 0,
+        # Heads learn at the optimizer's rate, the pretrained encoder at a tenth of it.
+        "learn_rate_scale": 0.1,
+        # int8 on CPU, PyTorch on GPU: the fastest prediction that kept accuracy (docs/backends.md).
+        "inference": "auto",
+        "model": {
+            "@architectures": "spacy-trf.TransformerModel.v1",
+            "name": model,
+            "window": defaults.WINDOW,
+            # Overlap costs compute: efficiency encodes each piece once; 16 pieces of
+            # overlap scored as 32 did on EWT and CoNLL dev, none lost 0.1-0.15 points.
+            "stride": defaults.STRIDE if accuracy else defaults.WINDOW,
+            "get_spans": {"@span_getters": "spacy-trf.doc_spans.v1"},
+            "transformer_config": {} if frozen else no_attention_dropout(model),
+        },
+    }
+
+
+def training_config(frozen: bool, max_steps: int) -> dict[str, Any]:
+    """The [training] block: Adam with a warm-up linear schedule, spaCy's padded batcher."""
+    # Heads 1e-3 (encoder 1e-4 through learn_rate_scale) beat 5e-4 on EWT and CoNLL dev.
+    learn_rate = 1e-3
+    warmup = 0 if frozen else min(250, max_steps // 10)
+    return {
+        "accumulate_gradient": 1 if frozen else 3,
+        "dropout": 0.1,
+        "patience": 1600,
+        "max_epochs": 0,
+        "max_steps": max_steps,
+        "eval_frequency": 200,
+        "seed": "${system.seed}",
+        "gpu_allocator": "${system.gpu_allocator}",
+        "optimizer": {
+            "@optimizers": "Adam.v1",
+            "beta1": 0.9,
+            "beta2": 0.999,
+            "L2_is_weight_decay": True,
+            "L2": 0.01,
+            "grad_clip": 1.0,
+            "use_averages": False,
+            "eps": 1e-8,
+            "learn_rate": {
+                "@schedules": "warmup_linear.v1",
+                "warmup_steps": warmup,
+                "total_steps": max_steps,
+                "initial_rate": learn_rate,
+            },
+        },
+        "batcher": {
+            "@batchers": "spacy.batch_by_padded.v1",
+            "discard_oversize": True,
+            "size": 2000,
+            "buffer": 256,
+            "get_length": None,
+        },
+        "logger": {"@loggers": "spacy.ConsoleLogger.v1", "progress_bar": True},
+    }
 
 
 def write_config(config: Config, path: Path) -> None:

@@ -9,20 +9,25 @@ from collections.abc import Callable
 from typing import Any
 
 from spacy.tokens import Doc
-from thinc.api import Model, chain, concatenate
-from thinc.types import Floats2d, Ragged
+from thinc.api import Model, chain
 
-from .mix import EncoderRows, GradFactor, Layers, check_layers, needs_hidden_states
-from .model import TransformerModel
-from .output import DocTransformerGradient, DocTransformerOutput
-from .pooling import TokenPooler
-from .registry import architectures
-from .spans import SpanGetter
+from ..encoder import configure_encoder, is_encoder
+from ..pooling import (
+    EncoderRows,
+    GradFactor,
+    Layers,
+    TokenPooler,
+    check_layers,
+    needs_hidden_states,
+)
+from ..registry import architectures
+from ..stitch import DocTransformerGradient, DocTransformerOutput
+from ..types import DocsToOutputsModelT, DocsToTokensModelT, PoolingModelT
 
 Backprop = Callable[[list[DocTransformerGradient]], Any]
 
 
-class TransformerListener(Model):
+class EncoderListener(Model):
     """A placeholder for the encoder's output inside a downstream component's model."""
 
     name = "spacy-trf.TransformerListener"
@@ -67,7 +72,7 @@ def _no_backprop(d_outputs: list[DocTransformerGradient]) -> list:
 
 
 def _listener_forward(
-    model: TransformerListener, docs: list[Doc], is_train: bool
+    model: EncoderListener, docs: list[Doc], is_train: bool
 ) -> tuple[list[DocTransformerOutput], Backprop]:
     if is_train and model._received(docs):
         assert model._outputs is not None and model._backprop is not None
@@ -89,7 +94,7 @@ def _listener_forward(
     return outputs, _no_backprop
 
 
-def _listener_init(model: TransformerListener, X: list[Doc] | None = None, Y: Any = None) -> None:
+def _listener_init(model: EncoderListener, X: list[Doc] | None = None, Y: Any = None) -> None:
     # Downstream layers infer their input widths from a sample: encode it if needed.
     if not X:
         return
@@ -109,21 +114,21 @@ def _listener_init(model: TransformerListener, X: list[Doc] | None = None, Y: An
 @architectures("spacy-trf.TransformerOutputListener.v1")
 def TransformerOutputListener(
     upstream: str = "*",
-) -> Model[list[Doc], list[DocTransformerOutput]]:
+) -> DocsToOutputsModelT:
     """The encoder's raw per-doc outputs (``DocTransformerOutput``), for custom heads.
 
     upstream (str): Name of the trf component to listen to; "*" for any.
     """
-    return TransformerListener(upstream)
+    return EncoderListener(upstream)
 
 
 @architectures("spacy-trf.TransformerListener.v1")
-def TransformerListenerTok2Vec(
-    pooling: Model[Ragged, Floats2d],
+def TransformerListener(
+    pooling: PoolingModelT,
     grad_factor: GradFactor = 1.0,
     layers: Layers = "last",
     upstream: str = "*",
-) -> Model[list[Doc], list[Floats2d]]:
+) -> DocsToTokensModelT:
     """One row per token from a shared trf encoder.
 
     pooling (Model[Ragged, Floats2d]): Reduces a token's pieces, e.g. reduce_mean.v1.
@@ -132,58 +137,24 @@ def TransformerListenerTok2Vec(
     upstream (str): Name of the trf component to listen to; "*" for any.
     """
     layers = check_layers(layers)
-    listener = TransformerListener(upstream, needs_hidden_states=needs_hidden_states(layers))
-    return _tokens_from(listener, pooling, grad_factor, layers)
+    listener = EncoderListener(upstream, needs_hidden_states=needs_hidden_states(layers))
+    return tokens_from(listener, pooling, grad_factor, layers)
 
 
-@architectures("spacy-trf.Tok2VecTransformer.v1")
-def Tok2VecTransformer(
-    name: str,
-    get_spans: SpanGetter,
-    pooling: Model[Ragged, Floats2d],
-    grad_factor: GradFactor = 1.0,
-    layers: Layers = "last",
-    window: int = 126,
-    stride: int = 110,
-    tokenizer_config: dict[str, Any] = {},  # noqa: B006 (read only)
-    transformer_config: dict[str, Any] = {},  # noqa: B006
-) -> Model[list[Doc], list[Floats2d]]:
-    """One row per token from an encoder owned by this component (no sharing).
-
-    Takes TransformerModel.v1's settings plus the listener's pooling, grad_factor and layers.
-    """
-    layers = check_layers(layers)
-    encoder = TransformerModel(
-        name,
-        get_spans,
-        window=window,
-        stride=stride,
-        tokenizer_config=tokenizer_config,
-        transformer_config=transformer_config,
-        output_hidden_states=needs_hidden_states(layers),
-    )
-    return _tokens_from(encoder, pooling, grad_factor, layers)
-
-
-def _tokens_from(
-    encoder: Model[list[Doc], list[DocTransformerOutput]],
-    pooling: Model[Ragged, Floats2d],
-    grad_factor: GradFactor,
-    layers: Layers,
-) -> Model[list[Doc], list[Floats2d]]:
+def tokens_from(
+    encoder: DocsToOutputsModelT, pooling: PoolingModelT, grad_factor: GradFactor, layers: Layers
+) -> DocsToTokensModelT:
+    """encoder -> layer selection or mix -> token pooling."""
     model: Model = chain(encoder, EncoderRows(layers, grad_factor), TokenPooler(pooling))
     model.name = "spacy-trf.TokenVectors"
     return model
 
 
-@architectures("spacy-trf.HybridTok2Vec.v1")
-def HybridTok2Vec(
-    transformer: Model[list[Doc], list[Floats2d]],
-    embed: Model[list[Doc], list[Floats2d]],
-) -> Model[list[Doc], list[Floats2d]]:
-    """Concatenate the transformer's token rows with other token features, e.g. spaCy's
-    MultiHashEmbed over NORM/PREFIX/SUFFIX/SHAPE: the capitalisation that uncased encoders lose.
-    """
-    model: Model = concatenate(transformer, embed)
-    model.name = "spacy-trf.HybridTok2Vec"
-    return model
+def request_all_layers(model: Model) -> None:
+    """Ask the encoders under ``model`` for every layer's hidden states: listeners pass the
+    request to their trf component when the pipeline is linked; owned encoders take it now."""
+    for node in model.walk():
+        if isinstance(node, EncoderListener):
+            node.needs_hidden_states = True
+        elif is_encoder(node):
+            configure_encoder(node, output_hidden_states=True)

@@ -9,7 +9,7 @@ from typing import Any, cast
 from thinc.api import Model
 from thinc.types import Floats1d, Floats2d
 
-from .output import (
+from ..stitch import (
     DocTransformerGradient,
     DocTransformerOutput,
     LayerRows,
@@ -111,21 +111,28 @@ def _forward(
 ) -> tuple[list[LayerRows], Callable[[list[RowsGradient]], list[DocTransformerGradient]]]:
     layers = model.attrs["layers"]
     if layers == "last":
-        rows = [_rows(o, o.last_hidden_state, o.special_hidden_state) for o in outputs]
-
-        def backprop_last(d_rows: list[RowsGradient]) -> list[DocTransformerGradient]:
-            return [
-                DocTransformerGradient(
-                    d_last_hidden_state=_scaled(d.d_pieces, factor),
-                    d_special_hidden_state=_scaled(d.d_specials, factor),
-                )
-                for d in d_rows
-            ]
-
-        return rows, backprop_last
+        return last_layer_rows(outputs, factor)
     if layers == "scalar_mix":
         return _scalar_mix(model, outputs, is_train, factor)
     return _average(model, outputs, layers, factor)
+
+
+def last_layer_rows(
+    outputs: list[DocTransformerOutput], factor: float
+) -> tuple[list[LayerRows], Callable[[list[RowsGradient]], list[DocTransformerGradient]]]:
+    """The last layer's rows; the gradient back to the encoder is scaled by ``factor``."""
+    rows = [_rows(o, o.last_hidden_state, o.special_hidden_state) for o in outputs]
+
+    def backprop(d_rows: list[RowsGradient]) -> list[DocTransformerGradient]:
+        return [
+            DocTransformerGradient(
+                d_last_hidden_state=_scaled(d.d_pieces, factor),
+                d_special_hidden_state=_scaled(d.d_specials, factor),
+            )
+            for d in d_rows
+        ]
+
+    return rows, backprop
 
 
 def _rows(out: DocTransformerOutput, pieces: Floats2d, specials: Floats2d) -> LayerRows:

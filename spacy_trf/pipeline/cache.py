@@ -7,7 +7,7 @@ import numpy as np
 from spacy.attrs import IDX, LENGTH, SENT_START
 from spacy.tokens import Doc
 
-from .output import DocTransformerOutput
+from ..stitch import DocTransformerOutput
 
 
 class OutputCache:

@@ -4,15 +4,15 @@ from spacy.tokens import Doc
 from thinc.api import Dropout, Linear, Logistic, Model, Softmax_v2, chain
 from thinc.types import Floats2d
 
-from .mix import EncoderRows, GradFactor, Layers, check_layers, needs_hidden_states
-from .output import DocTransformerOutput
-from .pooling import DocPooler
-from .registry import architectures
+from ..models.listeners import request_all_layers
+from ..pooling import DocPooler, EncoderRows, GradFactor, Layers, check_layers, needs_hidden_states
+from ..registry import architectures
+from ..types import DocsToOutputsModelT
 
 
-@architectures("spacy-trf.TransformerTextCat.v1")
+@architectures("spacy-trf.TransformerTextCat.v2")
 def TransformerTextCat(
-    tok2vec: Model[list[Doc], list[DocTransformerOutput]],
+    encoder: DocsToOutputsModelT,
     exclusive_classes: bool,
     pooling: str = "cls",
     layers: Layers = "last",
@@ -22,7 +22,7 @@ def TransformerTextCat(
 ) -> Model[list[Doc], Floats2d]:
     """Classify docs for spaCy's textcat (exclusive) and textcat_multilabel.
 
-    tok2vec (Model): The encoder's raw output: spacy-trf.TransformerOutputListener.v1 (shared
+    encoder (Model): The encoder's raw output: spacy-trf.TransformerOutputListener.v1 (shared
         trf component) or spacy-trf.TransformerModel.v1 (owned by this component).
     exclusive_classes (bool): Softmax over labels (textcat) or independent sigmoids.
     pooling ("cls" | "mean"): The class token's row of each window, averaged over the doc's
@@ -31,10 +31,10 @@ def TransformerTextCat(
     """
     layers = check_layers(layers)
     if needs_hidden_states(layers):
-        require_hidden_states(tok2vec)
+        request_all_layers(encoder)
     output: Model = Softmax_v2(nO) if exclusive_classes else chain(Linear(nO), Logistic())
     model: Model = chain(
-        tok2vec, EncoderRows(layers, grad_factor), DocPooler(pooling), Dropout(dropout), output
+        encoder, EncoderRows(layers, grad_factor), DocPooler(pooling), Dropout(dropout), output
     )
     model.set_ref("output_layer", output)
     model.attrs["multi_label"] = not exclusive_classes
@@ -42,12 +42,15 @@ def TransformerTextCat(
     return model
 
 
-def require_hidden_states(model: Model) -> None:
-    """Ask the encoder (inline, or the trf component behind a listener) for every layer."""
-    from .listener import TransformerListener
-
-    for node in model.walk():
-        if isinstance(node, TransformerListener):
-            node.needs_hidden_states = True
-        elif node.name == "spacy-trf.TransformerModel":
-            node.attrs["output_hidden_states"] = True
+@architectures("spacy-trf.TransformerTextCat.v1")
+def TransformerTextCat_v1(
+    tok2vec: DocsToOutputsModelT,
+    exclusive_classes: bool,
+    pooling: str = "cls",
+    layers: Layers = "last",
+    grad_factor: GradFactor = 1.0,
+    dropout: float = 0.1,
+    nO: int | None = None,
+) -> Model[list[Doc], Floats2d]:
+    """TransformerTextCat.v2 with the encoder under its former key, ``tok2vec``."""
+    return TransformerTextCat(tok2vec, exclusive_classes, pooling, layers, grad_factor, dropout, nO)

@@ -3,32 +3,49 @@
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 from thinc.api import Model, Shim, registry
 from thinc.types import Ragged
 
-from ..hf import bytes_to_dir, dir_to_bytes, load_tokenizer
-from ..pieces import PieceTokenizer
-from ..windows import WindowBatch, WindowPlan, plan_windows
-
-FALLBACK_MAX_LENGTH = 512  # for tokenizers that state no limit
+from ... import defaults
+from ...encoder.loading import bytes_to_dir, dir_to_bytes, load_tokenizer
+from ...pieces import PieceTokenizer
+from ...windows import WindowBatch, WindowPlan, plan_windows
+from ..transformer import check_window_setting
 
 
 @dataclass
 class PieceBatch:
-    """Word sequences as encoder input: one padded batch of windows over their pieces.
+    """Word sequences as encoder input: their pieces and windows.
 
     ``word_pieces`` holds, per sequence, one entry per word with the indices of the word's
     pieces (special tokens excluded); ``plan`` says where each sequence's pieces and windows
-    sit in the batch, so the encoder can stitch windows back into one row per piece.
+    sit, so the encoder can batch the windows and stitch them back into one row per piece.
     """
 
     plan: WindowPlan
-    windows: WindowBatch
-    n_special: int  # special tokens per window
-    cls_index: int  # which of them is the class token
+    pieces: PieceTokenizer
+
+    @property
+    def n_special(self) -> int:
+        """Special tokens per window."""
+        return self.pieces.template.n_special
+
+    @property
+    def cls_index(self) -> int:
+        """Which special row of a window is the class token."""
+        return self.pieces.cls_index
+
+    @cached_property
+    def windows(self) -> WindowBatch:
+        """Every window in one padded batch, in order (for inspection; the encoder builds its
+        own length-sorted batches)."""
+        return self.plan.batch(
+            np.arange(self.plan.n_windows), self.pieces.template, self.pieces.pad_id
+        )
 
     @property
     def input_ids(self) -> np.ndarray:
@@ -89,8 +106,8 @@ def TransformerTokenizer(
     """Tokenize pre-split words with the model's own fast tokenizer.
 
     Long sequences are cut into windows of ``window`` pieces (default: the tokenizer's limit
-    minus its special tokens) starting every ``stride`` pieces (default: ``window``, no
-    overlap); nothing is truncated.
+    minus its special tokens, or spacy-trf's default window if the tokenizer states none)
+    starting every ``stride`` pieces (default: ``window``, no overlap); nothing is truncated.
 
     name (str): Hub id or local directory of the model (the tokenizer is loaded at initialize).
     window (int | None): Content pieces per window.
@@ -130,14 +147,12 @@ def window_size(model: Model) -> tuple[int, int]:
     window = model.attrs["window"]
     if window is None:
         limit = getattr(pieces.hf_tokenizer, "model_max_length", None)
-        if not isinstance(limit, int) or limit > 1_000_000:
-            limit = FALLBACK_MAX_LENGTH
-        window = limit - pieces.template.n_special
+        if isinstance(limit, int) and limit <= 1_000_000:
+            window = limit - pieces.template.n_special
+        else:
+            window = defaults.WINDOW
     stride = model.attrs["stride"] or window
-    if stride > window:
-        raise ValueError(
-            f"stride ({stride}) must not exceed window ({window}), or pieces would be skipped."
-        )
+    check_window_setting(window, stride)
     return window, stride
 
 
@@ -154,6 +169,4 @@ def _forward(
         raise ValueError("TransformerTokenizer takes a list of word lists (pre-split words).")
     window, stride = window_size(model)
     plan = plan_windows(pieces.encode_words([list(words) for words in X]), window, stride)
-    windows = plan.batch(np.arange(len(plan.starts)), pieces.template, pieces.pad_id)
-    batch = PieceBatch(plan, windows, pieces.template.n_special, pieces.cls_index)
-    return batch, lambda d_batch: []
+    return PieceBatch(plan, pieces), lambda d_batch: []

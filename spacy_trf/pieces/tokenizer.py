@@ -10,7 +10,7 @@ import numpy as np
 from spacy.tokens import Doc, Span
 from tokenizers import Tokenizer
 
-from .align import TokenBounds, align_doc, token_bounds, word_bounds
+from ..align import TokenBounds, align_doc, token_bounds, word_bounds
 
 
 @dataclass

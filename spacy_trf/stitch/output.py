@@ -1,13 +1,9 @@
 """Data classes for the encoder's per-Doc output (``doc._.trf``) and its gradients."""
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
-import srsly
 from thinc.types import Floats2d, Floats4d, Ints1d, Ints2d, Ragged
-from thinc.util import to_numpy
 
 
 @dataclass
@@ -111,41 +107,3 @@ class RowsGradient:
 
     d_pieces: Floats2d | None = None
     d_specials: Floats2d | None = None
-
-
-_MARKER = "__spacy_trf.DocTransformerOutput__"
-
-
-def _encode_output(obj: Any, chain: Callable[[Any], Any] | None = None) -> Any:
-    """msgpack encoder, so that ``doc._.trf`` survives Doc.to_bytes and DocBin(store_user_data).
-
-    spaCy does not serialize user hooks: after loading such docs, call
-    ``spacy_trf.hooks.install_vector_hooks(doc)`` to get the .vector/.similarity hooks back.
-    """
-    if not isinstance(obj, DocTransformerOutput):
-        return obj if chain is None else chain(obj)
-    data = {f.name: getattr(obj, f.name) for f in fields(obj) if f.name not in ("align", "vocab")}
-    data = {k: to_numpy(v) if hasattr(v, "shape") else v for k, v in data.items()}
-    for key in ("hidden_states", "special_hidden_states", "attentions"):
-        if data[key] is not None:
-            data[key] = [to_numpy(x) for x in data[key]]
-    data["align_data"] = to_numpy(obj.align.dataXd)
-    data["align_lengths"] = to_numpy(obj.align.lengths)
-    data["piece_texts"] = obj.piece_texts
-    return {_MARKER: data}
-
-
-def _decode_output(obj: Any, chain: Callable[[Any], Any] | None = None) -> Any:
-    if not (isinstance(obj, dict) and _MARKER in obj):
-        return obj if chain is None else chain(obj)
-    data = dict(obj[_MARKER])
-    align = Ragged(data.pop("align_data"), data.pop("align_lengths"))
-    texts = data.pop("piece_texts")
-    ids = np.asarray(data["piece_ids"], dtype=np.int64)
-    vocab = np.empty(int(ids.max()) + 1 if len(ids) else 0, dtype=object)
-    vocab[ids] = texts
-    return DocTransformerOutput(align=align, vocab=vocab, **data)
-
-
-srsly.msgpack_encoders.register("spacy_trf.output", func=_encode_output)
-srsly.msgpack_decoders.register("spacy_trf.output", func=_decode_output)

@@ -1,4 +1,4 @@
-"""Rows of pieces -> one row per token (through the alignment) or one row per doc."""
+"""Rows of pieces -> one row per token, through the piece <-> token alignment."""
 
 from collections.abc import Callable
 from typing import Any, cast
@@ -6,9 +6,7 @@ from typing import Any, cast
 from thinc.api import Model
 from thinc.types import Floats2d, Ints1d, Ragged
 
-from .output import LayerRows, RowsGradient
-
-DOC_POOLINGS = ("cls", "mean")
+from ..stitch import LayerRows, RowsGradient
 
 
 def TokenPooler(
@@ -22,13 +20,14 @@ def TokenPooler(
     return Model(
         "spacy-trf.TokenPooler",
         _token_forward,
-        init=_token_init,
+        init=init_width,
         layers=[pooling],
         dims={"nO": None},
     )
 
 
-def _token_init(model: Model, X: list[LayerRows] | None = None, Y: Any = None) -> None:
+def init_width(model: Model, X: list[LayerRows] | None = None, Y: Any = None) -> None:
+    """Set the output width ``nO`` from a sample's rows."""
     if X:
         model.set_dim("nO", int(X[0].pieces.shape[1]), force=True)
 
@@ -67,55 +66,3 @@ def _token_forward(
         return [RowsGradient(d_pieces=d) for d in xp.split(d_table, piece_splits)]
 
     return xp.split(Y, splits), backprop
-
-
-def DocPooler(pooling: str = "cls") -> Model[list[LayerRows], Floats2d]:
-    """One row per doc: the class token's row ("cls", averaged over the doc's windows) or the
-    mean over the doc's pieces ("mean"). Empty docs get a zero row."""
-    if pooling not in DOC_POOLINGS:
-        raise ValueError(f"pooling must be one of {DOC_POOLINGS}, got {pooling!r}.")
-    return Model(
-        "spacy-trf.DocPooler",
-        _doc_forward,
-        init=_token_init,
-        dims={"nO": None},
-        attrs={"pooling": pooling},
-    )
-
-
-def _doc_forward(
-    model: Model, rows: list[LayerRows], is_train: bool
-) -> tuple[Floats2d, Callable[[Floats2d], list[RowsGradient]]]:
-    ops = model.ops
-    use_cls = model.attrs["pooling"] == "cls"
-    width = int(rows[0].pieces.shape[1]) if rows else int(model.get_dim("nO") or 0)
-    sources = []
-    for r in rows:
-        if use_cls:
-            sources.append(
-                r.specials[r.cls_index :: r.n_special] if r.n_special else r.specials[:0]
-            )
-        else:
-            sources.append(r.pieces)
-    Y = ops.alloc2f(len(rows), width)
-    for i, source in enumerate(sources):
-        if len(source):
-            Y[i] = source.mean(axis=0)
-
-    def backprop(dY: Floats2d) -> list[RowsGradient]:
-        grads = []
-        for i, (r, source) in enumerate(zip(rows, sources, strict=True)):
-            n = len(source)
-            if use_cls:
-                d_specials = ops.alloc2f(*r.specials.shape)
-                if n:
-                    d_specials[r.cls_index :: r.n_special] = dY[i] / n
-                grads.append(RowsGradient(d_specials=d_specials))
-            else:
-                d_pieces = ops.alloc2f(*r.pieces.shape)
-                if n:
-                    d_pieces += dY[i] / n
-                grads.append(RowsGradient(d_pieces=d_pieces))
-        return grads
-
-    return Y, backprop

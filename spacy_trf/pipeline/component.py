@@ -2,7 +2,6 @@
 
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,22 +12,26 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
-from .backends import check_attentions, check_backend
+from .. import defaults
+from ..encoder import configure_encoder, encoder_options, get_shim
+from ..encoder.backends import check_attentions, check_backend
+from ..models import EncoderListener
+from ..models.transformer import ready
+from ..stitch import DocTransformerOutput
+from ..types import DocsToOutputsModelT
+from .annotations import AnnotationSetter
 from .cache import OutputCache
-from .hf import HFShim
-from .hooks import AnnotationSetter
-from .listener import TransformerListener
-from .model import DEFAULT_MAX_BATCH_PIECES, check_window, get_shim
-from .output import DocTransformerGradient, DocTransformerOutput, add_gradients
+from .gradients import Accumulate, BatchGradients, ignore_gradient
+from .replace import listener_config, replace_listener
 
-DEFAULT_MODEL_CONFIG = """
+DEFAULT_MODEL_CONFIG = f"""
 [model]
 @architectures = "spacy-trf.TransformerModel.v1"
-name = "sentence-transformers/all-MiniLM-L6-v2"
-window = 126
-stride = 110
+name = "{defaults.MODEL}"
+window = {defaults.WINDOW}
+stride = {defaults.STRIDE}
 output_hidden_states = false
 output_attentions = false
 
@@ -40,6 +43,13 @@ output_attentions = false
 [model.transformer_config]
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
+# Component settings that are encoder options (encoder/options.py).
+ENCODER_SETTINGS = (
+    "max_batch_pieces",
+    "mixed_precision",
+    "gradient_checkpointing",
+    "learn_rate_scale",
+)
 
 if not Doc.has_extension("trf"):
     Doc.set_extension("trf", default=None)
@@ -50,7 +60,7 @@ if not Doc.has_extension("trf"):
     assigns=["doc._.trf"],
     default_config={
         "model": DEFAULT_MODEL,
-        "max_batch_pieces": DEFAULT_MAX_BATCH_PIECES,
+        "max_batch_pieces": defaults.MAX_BATCH_PIECES,
         "set_extra_annotations": {"@annotation_setters": "spacy-trf.null_annotation_setter.v1"},
         "frozen": False,
         "feature_cache_mb": 0,
@@ -63,7 +73,7 @@ if not Doc.has_extension("trf"):
 def make_transformer(
     nlp: Language,
     name: str,
-    model: Model[list[Doc], list[DocTransformerOutput]],
+    model: DocsToOutputsModelT,
     max_batch_pieces: int,
     set_extra_annotations: AnnotationSetter,
     frozen: bool,
@@ -109,33 +119,22 @@ def make_transformer(
     )
 
 
-@dataclass
-class _Pending:
-    """A training batch whose encoder backward waits for its listeners' gradients."""
-
-    backprop: Callable[[list[DocTransformerGradient]], Any]
-    grads: list[DocTransformerGradient | None]
-    expected: int
-    sgd: Optimizer | None
-    received: int = 0
-    done: bool = False
-
-
 class Transformer(TrainablePipe):
     """Runs a Hugging Face encoder over Docs and sets ``doc._.trf``.
 
     Downstream components listen to it (spacy-trf.TransformerListener.v1): while training it
-    encodes each batch once, collects every listener's gradient and runs one backward.
+    encodes each batch once, collects every listener's gradient and runs one backward
+    (gradients.py).
     """
 
     def __init__(
         self,
         vocab: Vocab,
-        model: Model[list[Doc], list[DocTransformerOutput]],
+        model: DocsToOutputsModelT,
         set_extra_annotations: AnnotationSetter,
         *,
         name: str = "trf",
-        max_batch_pieces: int = DEFAULT_MAX_BATCH_PIECES,
+        max_batch_pieces: int = defaults.MAX_BATCH_PIECES,
         frozen: bool = False,
         feature_cache_mb: float = 0,
         mixed_precision: bool = False,
@@ -143,21 +142,11 @@ class Transformer(TrainablePipe):
         learn_rate_scale: float = 1.0,
         inference: str = "torch",
     ) -> None:
-        if (
-            not isinstance(max_batch_pieces, int)
-            or isinstance(max_batch_pieces, bool)
-            or max_batch_pieces < 1
-        ):
-            raise ValueError(
-                f"max_batch_pieces must be a positive integer, got {max_batch_pieces!r}."
-            )
         if not callable(set_extra_annotations):
             raise ValueError(
                 "set_extra_annotations must be an annotation setter, e.g. "
                 f"spacy-trf.doc_tensor.v1; got {set_extra_annotations!r}."
             )
-        if not isinstance(learn_rate_scale, int | float) or learn_rate_scale < 0:
-            raise ValueError(f"learn_rate_scale must be a number >= 0, got {learn_rate_scale!r}.")
         if not isinstance(feature_cache_mb, int | float) or feature_cache_mb < 0:
             raise ValueError(
                 f"feature_cache_mb must be a number of megabytes >= 0, got {feature_cache_mb!r}."
@@ -172,29 +161,30 @@ class Transformer(TrainablePipe):
             "feature_cache_mb": feature_cache_mb,
             "mixed_precision": bool(mixed_precision),
             "gradient_checkpointing": bool(gradient_checkpointing),
-            "learn_rate_scale": float(learn_rate_scale),
+            "learn_rate_scale": learn_rate_scale,
         }
         # Not in cfg (cfg.json would override a config given at load): config.cfg keeps it.
         self.inference = check_backend(inference)
-        self.listener_map: dict[str, list[TransformerListener]] = {}
+        self.listener_map: dict[str, list[EncoderListener]] = {}
         self.cache = OutputCache(feature_cache_mb)
         self._cache_id = uuid.uuid4().hex  # new weights (load, initialize) -> new cache keys
-        self._pending: _Pending | None = None
-        self._has_gradient = False  # a backward ran since the last step
+        self.gradients = BatchGradients(name, self._step)
         self._apply_cfg()
         model.attrs["replace_listener"] = replace_listener
-        model.attrs["replace_listener_cfg"] = replace_listener_cfg
+        model.attrs["replace_listener_cfg"] = self._listener_config
 
     def _apply_cfg(self) -> None:
-        for key in ("max_batch_pieces", "mixed_precision", "gradient_checkpointing"):
-            self.model.attrs[key] = self.cfg[key]
+        configure_encoder(self.model, **{k: self.cfg[k] for k in ENCODER_SETTINGS})
         self.set_inference(self.inference)
+
+    def _listener_config(self, trf_cfg: dict[str, Any], listener_cfg: dict[str, Any]) -> dict:
+        return listener_config(trf_cfg, listener_cfg, encoder_options(self.model))
 
     def set_inference(self, backend: str) -> None:
         """Switch the prediction backend (see ``make_transformer``) in this process.
         To save the choice, set it in the config (e.g. spacy.load(path, config=...))."""
         backend = check_backend(backend)
-        check_attentions(backend, bool(self.model.attrs.get("output_attentions")))
+        check_attentions(backend, encoder_options(self.model).output_attentions)
         self.inference = backend
         get_shim(self.model).set_inference(backend)
 
@@ -205,23 +195,23 @@ class Transformer(TrainablePipe):
     # Listeners ----------------------------------------------------------------------------
 
     @property
-    def listeners(self) -> list[TransformerListener]:
+    def listeners(self) -> list[EncoderListener]:
         return [m for c in self.listening_components for m in self.listener_map[c]]
 
     @property
     def listening_components(self) -> list[str]:
         return list(self.listener_map.keys())
 
-    def add_listener(self, listener: TransformerListener, component_name: str) -> None:
+    def add_listener(self, listener: EncoderListener, component_name: str) -> None:
         """Register a listener of a downstream component (called when the pipeline is linked)."""
         self.listener_map.setdefault(component_name, [])
         if listener not in self.listener_map[component_name]:
             self.listener_map[component_name].append(listener)
         listener.upstream = self.model
         if listener.needs_hidden_states:
-            self.model.attrs["output_hidden_states"] = True
+            configure_encoder(self.model, output_hidden_states=True)
 
-    def remove_listener(self, listener: TransformerListener, component_name: str) -> bool:
+    def remove_listener(self, listener: EncoderListener, component_name: str) -> bool:
         """Unregister a listener (e.g. nlp.replace_listeners gave it its own encoder)."""
         if listener in self.listener_map.get(component_name, []):
             self.listener_map[component_name].remove(listener)
@@ -237,7 +227,7 @@ class Transformer(TrainablePipe):
         model = getattr(component, "model", None)
         if isinstance(model, Model):
             for node in model.walk():
-                if isinstance(node, TransformerListener) and node.upstream_name in names:
+                if isinstance(node, EncoderListener) and node.upstream_name in names:
                     self.add_listener(node, component.name)
 
     # Prediction -----------------------------------------------------------------------------
@@ -256,11 +246,6 @@ class Transformer(TrainablePipe):
                 found[i] = out
                 self.cache.put(keys[i], out)
         return [out for out in found if out is not None]
-
-    def _predict_torch(self, docs: list[Doc]) -> list[DocTransformerOutput]:
-        """predict() with the PyTorch backend, whatever ``inference`` says."""
-        with get_shim(self.model).use_backend("torch"):
-            return self.predict(docs)
 
     def set_annotations(self, docs: Iterable[Doc], outputs: list[DocTransformerOutput]) -> None:
         docs = list(docs)
@@ -282,6 +267,8 @@ class Transformer(TrainablePipe):
         self._cache_id = uuid.uuid4().hex
         self.cache.clear()
 
+    # Training -------------------------------------------------------------------------------
+
     def update(
         self,
         examples: Iterable[Example],
@@ -292,60 +279,31 @@ class Transformer(TrainablePipe):
     ) -> dict[str, float]:
         """Encode a batch and pass it to the listeners; their gradients come back to this
         component, which runs one backward when all have arrived (or at finish_update).
+
+        drop (float): The dropout rate of the model's Thinc layers, as for spaCy's components;
+            the HF encoder's own dropout comes from its config (transformer_config).
         """
-        self._flush()
+        self.gradients.flush()
         losses = {} if losses is None else losses
         losses.setdefault(self.name, 0.0)
         docs = [eg.predicted for eg in examples]
         if not docs:
             return losses
         listeners = self.listeners
+        accumulate: Accumulate = ignore_gradient
         if self.frozen or not listeners:
-            outputs = self._predict_torch(docs)  # heads train on the model's own features
-            accumulate: Callable[[list[DocTransformerGradient]], list] = _ignore_gradient
+            with get_shim(self.model).use_backend("torch"):
+                outputs = self.predict(docs)  # heads train on the model's own features
         else:
+            set_dropout_rate(self.model, drop)
             outputs, backprop = self.model.begin_update(docs)
-            pending = _Pending(cast(Any, backprop), [None] * len(docs), len(listeners), sgd)
-            self._pending = pending
-
-            def accumulate(d_outputs: list[DocTransformerGradient]) -> list:
-                self._accumulate(pending, d_outputs)
-                return []
-
+            accumulate = self.gradients.start(cast(Any, backprop), len(docs), len(listeners), sgd)
         for doc, out in zip(docs, outputs, strict=True):
             doc._.trf = out
-        batch_id = TransformerListener.get_batch_id(docs)
+        batch_id = EncoderListener.get_batch_id(docs)
         for listener in listeners:
             listener.receive(batch_id, outputs, accumulate)
         return losses
-
-    def _accumulate(self, pending: _Pending, d_outputs: list[DocTransformerGradient]) -> None:
-        if pending.done:
-            raise RuntimeError(
-                f"A listener of '{self.name}' sent its gradient after the encoder's backward ran "
-                "for that batch: call each listener's backprop before finish_update."
-            )
-        if len(d_outputs) != len(pending.grads):
-            raise ValueError(
-                f"A listener sent gradients for {len(d_outputs)} docs; the batch has "
-                f"{len(pending.grads)}."
-            )
-        pending.grads = [add_gradients(a, b) for a, b in zip(pending.grads, d_outputs, strict=True)]
-        pending.received += 1
-        if pending.received >= pending.expected:
-            self._flush()
-
-    def _flush(self) -> None:
-        """Run the pending batch's backward with the gradients received so far."""
-        pending, self._pending = self._pending, None
-        if pending is None or pending.done:
-            return
-        pending.done = True
-        if any(g is not None for g in pending.grads):
-            pending.backprop([g or DocTransformerGradient() for g in pending.grads])
-            self._has_gradient = True
-        if pending.sgd is not None:
-            self._step(pending.sgd)
 
     def finish_update(self, sgd: Optimizer) -> None:
         """Update the encoder's weights (unless frozen) from the gradients received so far.
@@ -353,33 +311,20 @@ class Transformer(TrainablePipe):
         nlp.update(sgd=...) calls this right after this component's update, before any listener
         has sent its gradient: the step then waits until they have.
         """
-        pending = self._pending
-        if pending is not None and not pending.done and pending.received == 0:
-            pending.sgd = sgd
+        if self.gradients.defer_step(sgd):
             return
-        self._flush()
+        self.gradients.flush()
         self._step(sgd)
 
     def _step(self, sgd: Optimizer) -> None:
-        """Update the weights that got a gradient since the last step, at the scaled rate."""
-        if self.frozen or not self._has_gradient:
+        """Thinc's update of the weights that got a gradient since the last step (the HF
+        encoder's at ``learn_rate_scale`` times the rate)."""
+        if self.frozen or not self.gradients.has_gradient:
             return
-        self._has_gradient = False
-        scale = self.cfg["learn_rate_scale"]
-        for node in self.model.walk():
-            for shim in node.shims:
-                if isinstance(shim, HFShim):
-                    shim.finish_update(sgd, lr_scale=scale)
-                else:
-                    shim.finish_update(sgd)
-            for name in node.param_names:
-                if node.has_grad(name):
-                    kwargs = {"lr_scale": scale} if scale != 1.0 else {}
-                    param, grad = sgd(
-                        (node.id, name), node.get_param(name), node.get_grad(name), **kwargs
-                    )
-                    node.set_param(name, param)
-                    node.set_grad(name, node.ops.alloc(grad.shape, dtype=grad.dtype))
+        self.gradients.has_gradient = False
+        self.model.finish_update(sgd)
+
+    # Serialization --------------------------------------------------------------------------
 
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> None:
         """Write cfg and the encoder as a plain Hugging Face directory at path/model."""
@@ -408,42 +353,12 @@ class Transformer(TrainablePipe):
             "model": load_model,
         }
         util.from_disk(path, deserialize, exclude)
-        check_window(self.model)
+        ready(self.model)
         return self
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "Transformer":
         super().from_bytes(bytes_data, exclude=exclude)
         self._apply_cfg()
         self._new_weights()
-        check_window(self.model)
+        ready(self.model)
         return self
-
-
-def _ignore_gradient(d_outputs: list[DocTransformerGradient]) -> list:
-    return []
-
-
-def replace_listener(model: Model, listener: TransformerListener, component: Transformer) -> Model:
-    """nlp.replace_listeners: the listener's component gets ``model``, a copy of the encoder."""
-    if listener.needs_hidden_states:
-        model.attrs["output_hidden_states"] = True
-    for key in ("replace_listener", "replace_listener_cfg"):
-        model.attrs.pop(key, None)
-    return model
-
-
-def replace_listener_cfg(trf_model_cfg: dict[str, Any], listener_cfg: dict[str, Any]) -> dict:
-    """nlp.replace_listeners: the config of the component's own encoder, in the listener's place.
-
-    ``listener_cfg`` is the component's ``model.tok2vec`` block, as spaCy passes it.
-    """
-    if listener_cfg.get("@architectures") == "spacy-trf.HybridTok2Vec.v1":
-        listener_cfg = listener_cfg["transformer"]
-    if listener_cfg.get("@architectures") != "spacy-trf.TransformerListener.v1":
-        return dict(trf_model_cfg)  # a raw-output listener: the encoder itself
-    cfg = {k: v for k, v in trf_model_cfg.items() if not k.startswith("output_")}
-    cfg["@architectures"] = "spacy-trf.Tok2VecTransformer.v1"
-    for key in ("pooling", "grad_factor", "layers"):
-        if key in listener_cfg:
-            cfg[key] = listener_cfg[key]
-    return cfg

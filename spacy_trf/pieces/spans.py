@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from spacy.tokens import Doc, Span
 
-from .registry import span_getters
+from ..registry import span_getters
 
 SpanGetter = Callable[[list[Doc]], list[list[Span]]]
 

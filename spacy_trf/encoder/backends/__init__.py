@@ -1,0 +1,216 @@
+"""Inference backends: how the encoder runs at prediction time (training always uses PyTorch).
+
+- ``"torch"``: the PyTorch model as loaded (on CUDA with ``mixed_precision``: autocast).
+- ``"bf16"``: PyTorch under bf16 autocast, on a CPU that supports it or a GPU (``bf16.py``).
+- ``"int8"``: a copy with dynamically quantized int8 Linear layers (CPU; ``int8.py``).
+- ``"compile"``: a copy compiled by ``torch.compile``: fp32 with fused kernels (``compile.py``).
+- ``"onnx"``: ONNX Runtime on the exported model, saved as ``model.onnx`` (``onnx.py``).
+- ``"auto"``: "int8" on CPU, "torch" on GPU (what init-config writes).
+
+``InferenceBackends`` owns the choice and the models converted for it; an ``HFShim`` holds one.
+Converted models are built from the current weights and rebuilt once the weights version changes,
+so evaluation during training sees the trained weights.
+"""
+
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .bf16 import bf16_autocast
+from .compile import compile_model
+from .int8 import quantize_int8
+from .onnx import ONNX_FILE, OnnxModel, export_onnx, onnx_session, output_names
+
+INFERENCE_BACKENDS = ("torch", "bf16", "int8", "compile", "onnx", "auto")
+# inputs -> (hidden streams: every layer or only the last, attentions or None)
+Predict = Callable[[dict[str, torch.Tensor]], tuple[list[torch.Tensor], Any]]
+
+__all__ = [
+    "INFERENCE_BACKENDS",
+    "ONNX_FILE",
+    "Converted",
+    "InferenceBackends",
+    "Predict",
+    "check_attentions",
+    "check_backend",
+    "resolve_backend",
+]
+
+
+def check_backend(name: Any) -> str:
+    """Return a valid backend name or raise naming the choices."""
+    if name not in INFERENCE_BACKENDS:
+        raise ValueError(
+            f"inference must be one of {', '.join(map(repr, INFERENCE_BACKENDS))}; got {name!r}."
+        )
+    return str(name)
+
+
+def resolve_backend(name: str, device: torch.device) -> str:
+    """The backend that ``"auto"`` stands for on a device; other names unchanged."""
+    if name != "auto":
+        return name
+    return "int8" if device.type == "cpu" else "torch"
+
+
+def check_attentions(backend: str, output_attentions: bool) -> None:
+    """Raise if the backend cannot return attention weights but they are asked for."""
+    if backend == "onnx" and output_attentions:
+        raise ValueError(
+            'output_attentions is not available with inference = "onnx": use "torch", "bf16" '
+            'or "int8".'
+        )
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A model converted for one backend from one version of the weights."""
+
+    backend: str
+    version: int
+    model: torch.nn.Module
+
+
+class InferenceBackends:
+    """The prediction backend of one encoder, and the models converted for it.
+
+    Copies (``copy.deepcopy``, e.g. by nlp.replace_listeners) start afresh with "torch": converted
+    models and ONNX Runtime sessions are not copied.
+    """
+
+    def __init__(self, name: str = "torch") -> None:
+        self.name = check_backend(name)
+        self._converted: Converted | None = None
+        self._onnx: OnnxModel | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "InferenceBackends":
+        return InferenceBackends()
+
+    @property
+    def converted(self) -> Converted | None:
+        """The int8 or compiled copy in use, if any."""
+        return self._converted
+
+    @property
+    def onnx(self) -> OnnxModel | None:
+        """The exported (or saved) ONNX model, if any."""
+        return self._onnx
+
+    def select(self, name: str, device: torch.device) -> None:
+        """Switch the backend; converted models of other backends are dropped."""
+        self.name = check_backend(name)
+        if self._converted is not None and self._converted.backend != resolve_backend(name, device):
+            self._converted = None
+        if name != "onnx" and self._onnx is not None:
+            self._onnx.session = None
+
+    @contextmanager
+    def using(self, name: str) -> Iterator[None]:
+        """Predict with ``name`` inside the block, keeping the converted models."""
+        previous, self.name = self.name, check_backend(name)
+        try:
+            yield
+        finally:
+            self.name = previous
+
+    def forget(self) -> None:
+        """Drop the converted model (the weights or the device changed)."""
+        self._converted = None
+
+    def found_onnx(self, path: Path, version: int) -> None:
+        """Note a saved ``model.onnx`` of weights ``version``; it is read now only if used, since
+        the directory may be temporary."""
+        data = path.read_bytes() if self.name == "onnx" else None
+        self._onnx = OnnxModel(data, version, path)
+
+    def onnx_to_save(
+        self, hf_model: torch.nn.Module, version: int, input_names: tuple[str, ...]
+    ) -> bytes | None:
+        """The ONNX file to save beside the weights: with "onnx" only."""
+        if self.name != "onnx":
+            return None
+        return self._onnx_model(hf_model, version, input_names).read()
+
+    def predictor(
+        self,
+        hf_model: torch.nn.Module,
+        version: int,
+        flags: dict[str, bool],
+        autocast: AbstractContextManager,
+        input_names: tuple[str, ...],
+    ) -> Predict:
+        """A prediction function of the current backend; ``flags`` are the HF forward's."""
+        device = next(hf_model.parameters()).device
+        backend = resolve_backend(self.name, device)
+        want_hidden = bool(flags.get("output_hidden_states"))
+        if backend == "onnx":
+            check_attentions(backend, bool(flags.get("output_attentions")))
+            return self._onnx_predictor(hf_model, version, input_names, want_hidden)
+        model = hf_model
+        if backend == "bf16":
+            autocast = bf16_autocast(device)
+        elif backend == "int8":
+            if device.type != "cpu":
+                raise ValueError(
+                    'inference = "int8" (dynamic quantization) runs on CPU only; on a GPU use '
+                    '"bf16".'
+                )
+            model = self._convert(hf_model, version, backend, quantize_int8)
+        elif backend == "compile":
+            model = self._convert(hf_model, version, backend, compile_model)
+
+        def predict(inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
+            with torch.inference_mode(), autocast:
+                out = model(**inputs, **flags)
+            streams = list(out.hidden_states) if want_hidden else [out.last_hidden_state]
+            return streams, getattr(out, "attentions", None)
+
+        return predict
+
+    def _convert(
+        self,
+        hf_model: torch.nn.Module,
+        version: int,
+        backend: str,
+        convert: Callable[[torch.nn.Module], torch.nn.Module],
+    ) -> torch.nn.Module:
+        """``convert`` applied to an eval-mode copy, cached until the weights or backend change."""
+        cached = self._converted
+        if cached is not None and (cached.backend, cached.version) == (backend, version):
+            return cached.model
+        self._converted = None  # free the previous one before building the next
+        model = convert(copy.deepcopy(hf_model).eval())
+        self._converted = Converted(backend, version, model)
+        return model
+
+    def _onnx_model(
+        self, hf_model: torch.nn.Module, version: int, input_names: tuple[str, ...]
+    ) -> OnnxModel:
+        """The loaded ONNX model while the weights are unchanged, else a new export."""
+        current = self._onnx
+        if current is None or current.version != version or current.read() is None:
+            current = self._onnx = OnnxModel(export_onnx(hf_model, input_names), version)
+        return current
+
+    def _onnx_predictor(
+        self,
+        hf_model: Any,
+        version: int,
+        input_names: tuple[str, ...],
+        want_hidden: bool,
+    ) -> Predict:
+        device = next(hf_model.parameters()).device
+        outputs = output_names(hf_model.config.num_hidden_layers, want_hidden)
+
+        def predict(inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
+            # exported or opened once, at need
+            session = onnx_session(self._onnx_model(hf_model, version, input_names), device)
+            result = session.run(outputs, {name: t.cpu().numpy() for name, t in inputs.items()})
+            return [torch.from_numpy(r).to(device) for r in result], None
+
+        return predict

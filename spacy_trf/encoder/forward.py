@@ -1,0 +1,118 @@
+"""The one forward path of every encoder (the trf component, inline encoders, the Thinc layers):
+a window plan -> length-sorted padded batches -> HF model (training: PyTorch with autograd;
+prediction: the inference backend) -> rows stitched back per sequence.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from ..pieces import PieceTokenizer
+from ..stitch import (
+    DocTransformerGradient,
+    DocTransformerOutput,
+    StitchedRows,
+    gather_gradients,
+    window_gradient,
+)
+from ..windows import WindowBatch, WindowPlan
+from .loading import max_sequence_length
+from .options import EncoderOptions
+from .shim import HFShim
+
+EncodeBackprop = Callable[[list[DocTransformerGradient]], None]
+
+
+def encode(
+    shim: HFShim, plan: WindowPlan, options: EncoderOptions, is_train: bool
+) -> tuple[list[DocTransformerOutput], EncodeBackprop]:
+    """Run the plan's windows through the model; one ``DocTransformerOutput`` per sequence."""
+    tok = cast(PieceTokenizer, shim.pieces)
+    hf_model = shim.hf_model
+    config = hf_model.config
+    want_hidden, want_attn = options.output_hidden_states, options.output_attentions
+    n_special = tok.template.n_special
+    n_streams = config.num_hidden_layers + 1 if want_hidden else 1
+    rows = StitchedRows.empty(
+        plan, n_streams, n_special, config.hidden_size, shim.device, want_attn
+    )
+    flags = forward_flags(options, config)
+    hf_model.train(is_train)
+    autocast = _autocast(options, shim.device)
+    predict = None if is_train else shim.predictor(flags, autocast)
+    kept: list[tuple[WindowBatch, list[torch.Tensor]]] = []
+    for windows, batch, inputs in iter_batches(shim, plan, options):
+        if predict is None:
+            with torch.enable_grad(), autocast:
+                out = hf_model(**inputs, **flags)
+            streams = list(out.hidden_states) if want_hidden else [out.last_hidden_state]
+            attentions = out.attentions if want_attn else None
+            kept.append((batch, streams))
+        else:
+            streams, attentions = predict(inputs)
+        rows.add(batch, windows, streams, attentions)
+    rows.average()
+    outputs = rows.outputs(plan, n_special, tok.cls_index, tok.vocab, want_hidden)
+
+    def backprop(d_outputs: list[DocTransformerGradient]) -> None:
+        grads = gather_gradients(plan, d_outputs, rows, n_special)
+        tensors, grad_tensors = [], []
+        for batch, streams in kept:
+            for stream, grad in zip(streams, grads, strict=True):
+                if grad is not None:
+                    tensors.append(stream)
+                    grad_tensors.append(window_gradient(batch, stream, *grad))
+        shim.backward(tensors, grad_tensors)
+
+    return outputs, backprop
+
+
+def iter_batches(
+    shim: HFShim, plan: WindowPlan, options: EncoderOptions
+) -> Iterator[tuple[np.ndarray, WindowBatch, dict[str, torch.Tensor]]]:
+    """(window indices, padded batch, HF forward inputs) for each batch of the plan."""
+    tok = cast(PieceTokenizer, shim.pieces)
+    device = shim.device
+    for windows in plan.batches(tok.template.n_special, options.max_batch_pieces):
+        batch = plan.batch(windows, tok.template, tok.pad_id)
+        arrays = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids,
+        }
+        yield windows, batch, {n: torch.from_numpy(arrays[n]).to(device) for n in shim.input_names}
+
+
+def forward_flags(options: EncoderOptions, config: Any) -> dict[str, bool]:
+    """The HF forward's flags; only those that are on, since an explicit False costs time in
+    some transformers models."""
+    flags = {"output_hidden_states": True} if options.output_hidden_states else {}
+    if options.output_attentions:
+        flags["output_attentions"] = True
+    if not getattr(config, "return_dict", True):
+        flags["return_dict"] = True
+    return flags
+
+
+def _autocast(options: EncoderOptions, device: torch.device) -> AbstractContextManager:
+    """mixed_precision acts on CUDA devices only."""
+    if device.type != "cuda" or not options.mixed_precision:
+        return nullcontext()
+    bf16 = torch.cuda.is_bf16_supported()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
+
+
+def check_window(shim: HFShim, window: int, name: str, where: str = "the trf model") -> None:
+    """Raise if ``window`` pieces plus the special tokens exceed the model's position limit;
+    ``where`` names the setting's place in the message."""
+    assert shim.pieces is not None
+    n_special = shim.pieces.template.n_special
+    limit = max_sequence_length(shim.hf_model, shim.tokenizer)
+    if limit is not None and window + n_special > limit:
+        raise ValueError(
+            f"window={window} plus {n_special} special tokens exceeds the {limit} positions of "
+            f"'{name}'. Set window <= {limit - n_special} (and stride <= window) in {where}."
+        )

@@ -1,0 +1,82 @@
+"""``PieceBatch`` -> one row per word: the encoder's one forward path (batched, stitched,
+on the chosen inference backend), the last layer, pieces pooled per word by TokenPooler."""
+
+from collections.abc import Callable
+from typing import Any
+
+from thinc.api import Model, chain, registry
+from thinc.types import Floats2d
+
+from ...encoder import (
+    EncoderOptions,
+    HFShim,
+    check_window,
+    encode,
+    encoder_options,
+    get_shim,
+    load_hf,
+)
+from ...pooling import TokenPooler, last_layer_rows
+from ...stitch import LayerRows, RowsGradient
+from ...types import PoolingModelT
+from .tokenizer import PieceBatch
+
+
+@registry.layers("spacy-trf.TransformerEncoder.v1")
+def TransformerEncoder(
+    name: str,
+    pooling: PoolingModelT,
+    transformer_config: dict[str, Any] = {},  # noqa: B006 (read only; configs pass dicts)
+) -> Model[PieceBatch, list[Floats2d]]:
+    """Encode a PieceBatch and pool each word's pieces into one row (special tokens dropped).
+
+    name (str): Hub id or local directory of the model (loaded at initialize).
+    pooling (Model[Ragged, Floats2d]): How to reduce a word's pieces, e.g. reduce_mean.v1.
+    transformer_config (dict): Keyword arguments for AutoModel.from_pretrained.
+
+    Its encoder options (batch budget, mixed precision, ...) are set with
+    ``spacy_trf.encoder.configure_encoder(model.layers[0], ...)``, its inference backend with
+    ``get_shim(model.layers[0]).set_inference(...)``.
+    """
+    return chain(HFPieceEncoder(name, transformer_config), TokenPooler(pooling))
+
+
+def HFPieceEncoder(
+    name: str, transformer_config: dict[str, Any]
+) -> Model[PieceBatch, list[LayerRows]]:
+    """PieceBatch -> the last layer's rows per sequence, through ``encoder.encode``."""
+    return Model(
+        "spacy-trf.HFPieceEncoder",
+        _forward,
+        init=_init,
+        shims=[HFShim(transformer_config=transformer_config)],
+        attrs={"name": name, **vars(EncoderOptions())},
+    )
+
+
+def _init(model: Model, X: Any = None, Y: Any = None) -> None:
+    shim = get_shim(model)
+    if not shim.loaded:
+        shim.set_model(*load_hf(model.attrs["name"], transformer_config=shim.transformer_config))
+
+
+def _forward(
+    model: Model, X: PieceBatch, is_train: bool
+) -> tuple[list[LayerRows], Callable[[list[RowsGradient]], list]]:
+    shim = get_shim(model)
+    if not shim.loaded:
+        raise ValueError(
+            f"The model '{model.attrs['name']}' is not loaded: call model.initialize() (or "
+            "model.from_disk) first."
+        )
+    if X.plan.n_windows:
+        longest = int((X.plan.ends - X.plan.starts).max())
+        check_window(shim, longest, model.attrs["name"], "TransformerTokenizer.v1")
+    outputs, backprop = encode(shim, X.plan, encoder_options(model), is_train)
+    rows, backprop_rows = last_layer_rows(outputs, 1.0)
+
+    def backprop_batch(d_rows: list[RowsGradient]) -> list:
+        backprop(backprop_rows(d_rows))
+        return []
+
+    return rows, backprop_batch

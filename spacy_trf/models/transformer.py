@@ -1,0 +1,149 @@
+"""The encoder architecture: ``List[Doc]`` -> one ``DocTransformerOutput`` per doc.
+
+Doc -> spans (span getter) -> pieces -> window plan -> the encoder's one forward path
+(encoder/forward.py) -> per-doc outputs.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from spacy.tokens import Doc
+from thinc.api import Model
+
+from .. import defaults
+from ..encoder import (
+    EncoderOptions,
+    HFShim,
+    check_window,
+    encode,
+    encoder_options,
+    get_shim,
+    iter_batches,
+    load_hf,
+    settle,
+)
+from ..pieces import PieceTokenizer, SpanGetter
+from ..registry import architectures
+from ..stitch import DocTransformerGradient, DocTransformerOutput
+from ..types import DocsToOutputsModelT
+from ..windows import WindowPlan, plan_windows
+
+
+@architectures("spacy-trf.TransformerModel.v1")
+def TransformerModel(
+    name: str,
+    get_spans: SpanGetter,
+    window: int = defaults.WINDOW,
+    stride: int = defaults.STRIDE,
+    tokenizer_config: dict[str, Any] = {},  # noqa: B006 (read only; spaCy configs pass dicts)
+    transformer_config: dict[str, Any] = {},  # noqa: B006
+    output_hidden_states: bool = False,
+    output_attentions: bool = False,
+) -> DocsToOutputsModelT:
+    """Encode docs with a Hugging Face encoder in strided windows over pieces.
+
+    name (str): Hub id or local directory of the model (loaded at initialize).
+    get_spans (Callable): Which spans of each doc to encode, e.g. spacy-trf.doc_spans.v1.
+    window (int): Content pieces per window (special tokens come on top).
+    stride (int): Pieces between window starts; window - stride pieces overlap.
+    tokenizer_config (dict): Keyword arguments for AutoTokenizer.from_pretrained.
+    transformer_config (dict): Keyword arguments for AutoModel.from_pretrained.
+    output_hidden_states (bool): Also return every layer's hidden states.
+    output_attentions (bool): Also return attention weights, per window.
+    """
+    check_window_setting(window, stride)
+    if not callable(get_spans):
+        raise ValueError(f"get_spans must be a span getter function, got {get_spans!r}.")
+    for key, cfg in (
+        ("tokenizer_config", tokenizer_config),
+        ("transformer_config", transformer_config),
+    ):
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{key} must be a dict of keyword arguments, got {cfg!r}.")
+    options = EncoderOptions(
+        output_hidden_states=output_hidden_states, output_attentions=output_attentions
+    )
+    return Model(
+        "spacy-trf.TransformerModel",
+        forward,
+        init=init,
+        shims=[HFShim(tokenizer_config, transformer_config)],
+        attrs={
+            "name": name,
+            "get_spans": get_spans,
+            "window": window,
+            "stride": stride,
+            "tokenizer_config": dict(tokenizer_config),
+            "transformer_config": dict(transformer_config),
+            **vars(options),
+        },
+    )
+
+
+def check_window_setting(window: Any, stride: Any) -> None:
+    """Raise unless window and stride are positive piece counts with stride <= window."""
+    for key, value in (("window", window), ("stride", stride)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{key} must be a positive integer number of pieces, got {value!r}.")
+    if stride > window:
+        raise ValueError(
+            f"stride ({stride}) must not exceed window ({window}), or pieces would be skipped."
+        )
+
+
+def init(model: Model, X: Any = None, Y: Any = None) -> None:
+    """Load the HF model and tokenizer named in the config, unless already loaded."""
+    shim = get_shim(model)
+    if not shim.loaded:
+        hf_model, tokenizer = load_hf(
+            model.attrs["name"], model.attrs["tokenizer_config"], model.attrs["transformer_config"]
+        )
+        shim.set_model(hf_model, tokenizer)
+    ready(model)
+
+
+def ready(model: Model) -> None:
+    """Check the window against the loaded model and settle its options (after loading)."""
+    shim = get_shim(model)
+    check_window(shim, model.attrs["window"], model.attrs["name"])
+    settle(shim, encoder_options(model))
+
+
+def forward(
+    model: Model, docs: list[Doc], is_train: bool
+) -> tuple[list[DocTransformerOutput], Callable[[list[DocTransformerGradient]], list]]:
+    shim = get_shim(model)
+    if not shim.loaded:
+        raise ValueError(
+            f"The transformer model '{model.attrs['name']}' is not loaded yet: call "
+            "nlp.initialize() (or model.initialize()) first, or load a saved pipeline."
+        )
+    outputs, backprop = encode(shim, plan_docs(model, docs), encoder_options(model), is_train)
+
+    def backprop_docs(d_outputs: list[DocTransformerGradient]) -> list:
+        backprop(d_outputs)
+        return []
+
+    return outputs, backprop_docs
+
+
+def plan_docs(model: Model, docs: list[Doc]) -> WindowPlan:
+    """Docs -> spans -> pieces -> the window plan of one call."""
+    pieces_tok: PieceTokenizer | None = get_shim(model).pieces
+    assert pieces_tok is not None
+    spans = model.attrs["get_spans"](docs)
+    if len(spans) != len(docs):
+        raise ValueError(f"The span getter returned {len(spans)} span lists for {len(docs)} docs.")
+    pieces = pieces_tok.encode_docs(docs, spans)
+    return plan_windows(pieces, model.attrs["window"], model.attrs["stride"])
+
+
+def iter_inputs(model: Model, docs: list[Doc]) -> list[dict[str, torch.Tensor]]:
+    """The HF model's forward inputs for docs, batch by batch, exactly as forward builds them."""
+    shim = get_shim(model)
+    plan = plan_docs(model, docs)
+    return [inputs for _, _, inputs in iter_batches(shim, plan, encoder_options(model))]
+
+
+__all__ = ["TransformerModel", "check_window_setting", "iter_inputs", "plan_docs", "ready"]
