@@ -112,8 +112,7 @@ def test_init_config_cli_writes_a_complete_config(tmp_path: Path, model_dirs: di
     assert config["components"]["trf"]["frozen"] is True
     assert "???" not in out.read_text()
     for name in ALL:
-        model = config["components"][name]["model"]
-        t2v = model["encoder" if name.startswith("textcat") else "tok2vec"]["@architectures"]
+        t2v = config["components"][name]["model"]["tok2vec"]["@architectures"]
         assert t2v.startswith("spacy-trf."), name
     optimizer = config["training"]["optimizer"]
     assert optimizer["@optimizers"] == "Adam.v1"
@@ -263,3 +262,17 @@ def test_init_config_turns_attention_dropout_off_for_fine_tuning(
         ]
         == {}
     )
+
+
+def test_help_has_no_placeholders_and_no_cut_descriptions() -> None:
+    runner = CliRunner()
+    main = runner.invoke(app, ["--help"])
+    assert main.exit_code == 0 and "..." not in main.output.split("Commands:")[1]
+    for command in ("init-config", "quickstart", "export-onnx", "demo"):
+        result = runner.invoke(app, [command, "--help"], terminal_width=80)
+        assert result.exit_code == 0, result.output
+        for placeholder in ("<bool>", "<path>", "<str>", "<int>", "{"):
+            assert placeholder not in result.output, (command, placeholder)
+    usage = runner.invoke(app, ["init-config", "--help"]).output
+    assert "Usage: spacy-trf init-config [OPTIONS] OUTPUT" in usage
+    assert "sentence-transformers/all-MiniLM-L6-v2" in usage.replace("-\n", "-").replace(" ", "")

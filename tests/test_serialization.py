@@ -3,6 +3,7 @@
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -108,3 +109,38 @@ def test_transformer_config_is_kept_after_loading(
     nlp.to_disk(tmp_path / "p")
     loaded = spacy.load(tmp_path / "p")
     assert get_shim(loaded.get_pipe("trf").model).hf_model.config._attn_implementation == "eager"
+
+
+def test_an_encoder_restored_by_thinc_keeps_its_options(model_dirs: dict[str, str]) -> None:
+    """Model.from_bytes (how a component's own encoder loads) settles the options again: an
+    encoder asked for attentions still returns them."""
+    from spacy_trf.models import TransformerModel
+    from spacy_trf.pieces import configure_doc_spans
+
+    def encoder() -> Any:
+        return TransformerModel(
+            model_dirs["roberta"], configure_doc_spans(), window=16, stride=10,
+            output_attentions=True,
+        )  # fmt: skip
+
+    nlp = spacy.blank("en")
+    doc = nlp.make_doc(TEXTS[1])
+    source = encoder()
+    source.initialize()
+    restored = encoder().from_bytes(source.to_bytes())
+    (want,) = source.predict([doc])
+    (got,) = restored.predict([doc])
+    assert got.attentions is not None and len(got.attentions) == len(want.attentions)
+    np.testing.assert_allclose(got.attentions[0], want.attentions[0], atol=1e-5)
+
+
+def test_copies_of_the_trf_model_do_not_copy_the_component(model_dirs: dict[str, str]) -> None:
+    """nlp.replace_listeners copies the trf model (Thinc deep-copies its attrs): the copy must
+    not drag the component, its cache and listeners along."""
+    from spacy_trf.encoder import get_shim
+
+    nlp = make_nlp(model_dirs["roberta"])
+    model = nlp.get_pipe("trf").model
+    copied = model.copy()
+    assert copied.attrs["replace_listener_cfg"].shim() is get_shim(model)
+    assert get_shim(copied) is not get_shim(model)

@@ -13,7 +13,7 @@ from spacy.training import Example
 from thinc.api import Adam, chain, fix_random_seed
 from thinc.api import registry as thinc_registry
 
-from spacy_trf.encoder import HFShim, get_shim
+from spacy_trf.encoder import HFShim, encoder_options, get_shim
 from spacy_trf.pooling import EncoderRows, TokenPooler
 from spacy_trf.stitch import RowsGradient
 
@@ -357,7 +357,7 @@ def test_grad_factor_schedule_freezes_then_unfreezes(
 def test_scalar_mix_weights_are_learned(model_dirs: dict[str, str]) -> None:
     nlp, egs = build(model_dirs["roberta"], {"tagger": tagger(listener(layers="scalar_mix"))})
     trf = nlp.get_pipe("trf")
-    assert trf.model.attrs["output_hidden_states"] is True
+    assert encoder_options(trf.model).output_hidden_states is True
     mix = encoder_rows(nlp.get_pipe("tagger").model)
     n_layers = encoder(nlp).config.num_hidden_layers + 1
     weights = mix.get_param("weights").copy()
@@ -408,7 +408,7 @@ def test_scalar_mix_gradient_matches_finite_differences(model_dirs: dict[str, st
 
 def test_listed_layers_are_averaged(model_dirs: dict[str, str]) -> None:
     nlp, egs = build(model_dirs["xlmr"], {"tagger": tagger(listener(layers=[-1, -2]))})
-    assert nlp.get_pipe("trf").model.attrs["output_hidden_states"] is True
+    assert encoder_options(nlp.get_pipe("trf").model).output_hidden_states is True
     losses = train(nlp, egs, steps=8, lr=0.01)["tagger"]
     assert losses[-1] < 0.7 * losses[0], losses
     doc = nlp(TEXTS[2])
@@ -542,7 +542,7 @@ def test_an_owned_encoder_takes_learn_rate_scale(model_dirs: dict[str, str], sca
     }
     nlp, egs = build(None, {"tagger": tagger(own)})
     encoder_node = next(n for n in nlp.get_pipe("tagger").model.walk() if n.shims)
-    assert encoder_node.attrs["max_batch_pieces"] == 256
+    assert encoder_options(encoder_node).max_batch_pieces == 256
     hf = get_shim(encoder_node).hf_model
     before = snapshot(hf)
     losses = train(nlp, egs, steps=3)["tagger"]
@@ -707,7 +707,7 @@ def test_gpu_options_change_nothing_on_cpu(model_dirs: dict[str, str]) -> None:
     results = []
     for options in ({}, {"mixed_precision": True, "gradient_checkpointing": True}):
         nlp, egs = build(model_dirs["roberta"], {"tagger": tagger()}, **options)
-        assert nlp.get_pipe("trf").model.attrs["mixed_precision"] is bool(options)
+        assert encoder_options(nlp.get_pipe("trf").model).mixed_precision is bool(options)
         losses = train(nlp, egs, steps=3)["tagger"]
         hf = encoder(nlp)
         assert not any(getattr(m, "gradient_checkpointing", False) for m in hf.modules())

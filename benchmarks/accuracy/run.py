@@ -212,7 +212,7 @@ def to_spacy_transformers(config: Any) -> dict[str, Any]:
         arch = node.get("@architectures")
         if arch == "spacy-trf.TransformerListener.v1":
             return listener(node)
-        if arch in ("spacy-trf.TransformerTextCat.v1", "spacy-trf.TransformerTextCat.v2"):
+        if arch == "spacy-trf.TransformerTextCat.v1":
             # spacy-transformers has no class-token head: spaCy's reduce head over its listener.
             return {
                 "@architectures": "spacy.TextCatReduce.v1",

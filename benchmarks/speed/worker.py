@@ -108,11 +108,12 @@ class System:
 
     def prepare_raw(self, batch: int) -> None:
         """Non-overlapping 126-piece windows, sorted by length, ``batch`` windows per call."""
-        from spacy_trf.encoder import get_shim
+        from spacy_trf.encoder import configure_encoder, get_shim
         from spacy_trf.models import iter_inputs
 
         model = self.nlp.get_pipe("trf").model
-        model.attrs.update(window=126, stride=126, max_batch_pieces=batch * 128)
+        model.attrs.update(window=126, stride=126)
+        configure_encoder(model, max_batch_pieces=batch * 128)
         self.raw_inputs = iter_inputs(model, [self.nlp.make_doc(t) for t in self.dev])
         self.hf_model = get_shim(model).hf_model.eval()
 

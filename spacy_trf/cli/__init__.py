@@ -2,8 +2,10 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
+from typer.core import TyperCommand
 
 from .init_config import COMPONENTS, DEFAULT_MODEL, OPTIMIZE, make_config, write_config
 
@@ -12,7 +14,44 @@ app = typer.Typer(
     help="Hugging Face transformer encoders in spaCy pipelines.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
+
+
+class PlainHelp(TyperCommand):
+    """Click's own help layout: ``OUTPUT`` (not typer's ``{OUTPUT}``) in the usage line, and no
+    ``<bool>`` / ``<path>`` type column."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = (param.metavar or param.name or "").upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append(((param.metavar or param.name or "").upper(), record[1]))
+            else:
+                options.append(record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+MODEL_OPTION: dict[str, Any] = {
+    "metavar": "NAME_OR_DIR",
+    "show_default": False,
+    "help": "Hugging Face hub id or local model directory. Default: the shipped MiniLM "
+    "(sentence-transformers/all-MiniLM-L6-v2).",
+}
 
 
 def _quiet_hub() -> None:
@@ -28,16 +67,20 @@ def _split(value: str) -> list[str]:
     return [p.strip() for p in value.split(",") if p.strip()]
 
 
-@app.command("init-config")
+@app.command("init-config", cls=PlainHelp, short_help="Write a training config for trf pipelines.")
 def init_config_cli(
-    output: Path = typer.Argument(..., help="Where to write the config (.cfg)."),
-    lang: str = typer.Option("en", "--lang", "-l", help="spaCy language code."),
+    output: Path = typer.Argument(..., metavar="OUTPUT", help="Where to write the config (.cfg)."),
+    lang: str = typer.Option("en", "--lang", "-l", metavar="LANG", help="spaCy language code."),
     pipeline: str = typer.Option(
-        "tagger,parser,ner", "--pipeline", "-p", help=f"Comma-separated: {', '.join(COMPONENTS)}."
+        "tagger,parser,ner",
+        "--pipeline",
+        "-p",
+        metavar="NAMES",
+        help=f"Comma-separated: {', '.join(COMPONENTS)}.",
     ),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="HF hub id or local dir."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", **MODEL_OPTION),
     optimize: str = typer.Option(
-        "efficiency", "--optimize", "-o", help=f"One of: {', '.join(OPTIMIZE)}."
+        "efficiency", "--optimize", "-o", metavar="GOAL", help=f"One of: {', '.join(OPTIMIZE)}."
     ),
     frozen: bool = typer.Option(False, "--frozen", help="Freeze the encoder; train heads only."),
     hybrid: bool = typer.Option(
@@ -66,17 +109,43 @@ def init_config_cli(
     )
 
 
-@app.command("quickstart")
+@app.command(
+    "quickstart", cls=PlainHelp, short_help="Train, evaluate and save a pipeline, end to end."
+)
 def quickstart_cli(
-    output: Path = typer.Option(Path("quickstart_output"), "--output", "-o"),
-    train: Path | None = typer.Option(None, "--train", help="Training data (see README)."),
-    dev: Path | None = typer.Option(None, "--dev", help="Development data."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
-    pipeline: str = typer.Option("", "--pipeline", "-p", help="Default: from the annotations."),
-    max_steps: int = typer.Option(250, "--max-steps"),
-    eval_frequency: int = typer.Option(50, "--eval-frequency"),
-    frozen: bool = typer.Option(False, "--frozen"),
-    text: str | None = typer.Option(None, "--text", help="Text to annotate at the end."),
+    output: Path = typer.Option(
+        Path("quickstart_output"),
+        "--output",
+        "-o",
+        metavar="DIR",
+        help="Where to save the data, config and pipelines (model-best, model-last).",
+    ),
+    train: Path | None = typer.Option(
+        None,
+        "--train",
+        metavar="FILE",
+        help="Training data: .spacy, .conllu, IOB (.iob/.conll/.txt) or .jsonl (docs/usage.md). "
+        "Default: the shipped sample.",
+    ),
+    dev: Path | None = typer.Option(
+        None, "--dev", metavar="FILE", help="Development data, in the same formats."
+    ),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", **MODEL_OPTION),
+    pipeline: str = typer.Option(
+        "",
+        "--pipeline",
+        "-p",
+        metavar="NAMES",
+        help="Comma-separated components. Default: those the annotations call for.",
+    ),
+    max_steps: int = typer.Option(250, "--max-steps", metavar="N", help="Training steps."),
+    eval_frequency: int = typer.Option(
+        50, "--eval-frequency", metavar="N", help="Steps between dev evaluations."
+    ),
+    frozen: bool = typer.Option(False, "--frozen", help="Freeze the encoder; train heads only."),
+    text: str | None = typer.Option(
+        None, "--text", metavar="TEXT", help="Text to annotate at the end."
+    ),
 ) -> None:
     """Train a pipeline (default: tagger + ner + textcat on a shipped sample), print dev
     scores, save it and annotate a text."""
@@ -100,12 +169,20 @@ def quickstart_cli(
         raise typer.Exit(1) from err
 
 
-@app.command("export-onnx")
+@app.command("export-onnx", cls=PlainHelp, short_help="Copy a pipeline to run on ONNX Runtime.")
 def export_onnx_cli(
-    pipeline: str = typer.Argument(..., help="Saved pipeline directory or package name."),
-    output: Path = typer.Argument(..., help="New directory for the ONNX pipeline."),
-    component: str = typer.Option("", "--component", "-c", help="Default: every trf component."),
-    text: str = typer.Option("", "--text", help="Text to compare PyTorch and ONNX outputs on."),
+    pipeline: str = typer.Argument(
+        ..., metavar="PIPELINE", help="Saved pipeline directory or package name."
+    ),
+    output: Path = typer.Argument(
+        ..., metavar="OUTPUT", help="New directory for the ONNX pipeline."
+    ),
+    component: str = typer.Option(
+        "", "--component", "-c", metavar="NAMES", help="trf components. Default: every one."
+    ),
+    text: str = typer.Option(
+        "", "--text", metavar="TEXT", help="Text to compare PyTorch and ONNX outputs on."
+    ),
 ) -> None:
     """Save a copy of a pipeline whose trf encoders run on ONNX Runtime (model.onnx beside the
     weights; inference = "onnx" in its config)."""
@@ -119,10 +196,10 @@ def export_onnx_cli(
         raise typer.Exit(1) from err
 
 
-@app.command("demo")
+@app.command("demo", cls=PlainHelp, short_help="Show a text's pieces, alignment and similarities.")
 def demo_cli(
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
-    text: str | None = typer.Option(None, "--text"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", **MODEL_OPTION),
+    text: str | None = typer.Option(None, "--text", metavar="TEXT", help="Text to encode."),
 ) -> None:
     """Encode a text; print the piece alignment and a few similarities."""
     _quiet_hub()

@@ -111,7 +111,7 @@ def component_config(name: str, tok2vec: dict[str, Any], accuracy: bool) -> dict
         return {
             "factory": name,
             "model": {
-                "@architectures": "spacy-trf.TransformerTextCat.v2",
+                "@architectures": "spacy-trf.TransformerTextCat.v1",
                 "exclusive_classes": name == "textcat",
                 # all-MiniLM-L6-v2 was trained with mean pooling; emotion dev: mean 93.2, cls 92.9.
                 "pooling": "mean",
@@ -119,7 +119,7 @@ def component_config(name: str, tok2vec: dict[str, Any], accuracy: bool) -> dict
                 "grad_factor": 1.0,
                 "dropout": 0.1,
                 "nO": None,
-                "encoder": {
+                "tok2vec": {
                     "@architectures": "spacy-trf.TransformerOutputListener.v1",
                     "upstream": "*",
                 },

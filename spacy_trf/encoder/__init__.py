@@ -1,19 +1,14 @@
 """Windows -> HF model: loading and saving, the shim that owns the model, the one forward path,
 CPU dropout and the inference backends."""
 
+from .configure import configure_encoder, encoder_options, get_shim, is_encoder
 from .forward import check_window, encode, iter_batches
 from .loading import ModelLoadError, load_hf, load_tokenizer, resolve_name, save_hf
-from .options import (
-    EncoderOptions,
-    configure_encoder,
-    encoder_options,
-    get_shim,
-    is_encoder,
-    settle,
-)
+from .options import COMPONENT_OPTIONS, EncoderOptions
 from .shim import HFShim
 
 __all__ = [
+    "COMPONENT_OPTIONS",
     "EncoderOptions",
     "HFShim",
     "ModelLoadError",
@@ -28,5 +23,4 @@ __all__ = [
     "load_tokenizer",
     "resolve_name",
     "save_hf",
-    "settle",
 ]

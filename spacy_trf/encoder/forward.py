@@ -5,7 +5,7 @@ prediction: the inference backend) -> rows stitched back per sequence.
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,10 +27,15 @@ EncodeBackprop = Callable[[list[DocTransformerGradient]], None]
 
 
 def encode(
-    shim: HFShim, plan: WindowPlan, options: EncoderOptions, is_train: bool
+    shim: HFShim,
+    tok: PieceTokenizer | None,
+    plan: WindowPlan,
+    options: EncoderOptions,
+    is_train: bool,
 ) -> tuple[list[DocTransformerOutput], EncodeBackprop]:
-    """Run the plan's windows through the model; one ``DocTransformerOutput`` per sequence."""
-    tok = cast(PieceTokenizer, shim.pieces)
+    """Run the plan's windows, whose pieces ``tok`` cut, through the model; one
+    ``DocTransformerOutput`` per sequence."""
+    assert tok is not None
     hf_model = shim.hf_model
     config = hf_model.config
     want_hidden, want_attn = options.output_hidden_states, options.output_attentions
@@ -44,7 +49,7 @@ def encode(
     autocast = _autocast(options, shim.device)
     predict = None if is_train else shim.predictor(flags, autocast)
     kept: list[tuple[WindowBatch, list[torch.Tensor]]] = []
-    for windows, batch, inputs in iter_batches(shim, plan, options):
+    for windows, batch, inputs in iter_batches(shim, tok, plan, options):
         if predict is None:
             with torch.enable_grad(), autocast:
                 out = hf_model(**inputs, **flags)
@@ -71,10 +76,10 @@ def encode(
 
 
 def iter_batches(
-    shim: HFShim, plan: WindowPlan, options: EncoderOptions
+    shim: HFShim, tok: PieceTokenizer | None, plan: WindowPlan, options: EncoderOptions
 ) -> Iterator[tuple[np.ndarray, WindowBatch, dict[str, torch.Tensor]]]:
     """(window indices, padded batch, HF forward inputs) for each batch of the plan."""
-    tok = cast(PieceTokenizer, shim.pieces)
+    assert tok is not None
     device = shim.device
     for windows in plan.batches(tok.template.n_special, options.max_batch_pieces):
         batch = plan.batch(windows, tok.template, tok.pad_id)

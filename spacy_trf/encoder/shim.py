@@ -17,21 +17,23 @@ from ..pieces import PieceTokenizer
 from .backends import ONNX_FILE, InferenceBackends, Predict
 from .dropout import use_cpu_dropout
 from .loading import ModelLoadError, bytes_to_dir, dir_to_bytes, load_hf, save_hf
+from .options import EncoderOptions
 
 
 class HFShim(PyTorchShim):
     """Owns an HF encoder and its tokenizer, serialized as an HF directory.
 
     The model is loaded lazily (at initialize or from_disk/from_bytes), so that a pipeline can be
-    built from its config without the original model files. ``backends`` runs predictions
-    (encoder/backends); ``weights_version`` counts the changes of the weights, so converted
-    models know when to rebuild; ``learn_rate_scale`` multiplies the optimizer's rate for them.
+    built from its config without the original model files. ``options`` say how it runs
+    (options.py); ``backends`` runs predictions (encoder/backends); ``weights_version`` counts
+    the changes of the weights, so converted models know when to rebuild.
     """
 
     def __init__(
         self,
         tokenizer_config: dict[str, Any] | None = None,
         transformer_config: dict[str, Any] | None = None,
+        options: EncoderOptions | None = None,
     ) -> None:
         super().__init__(None)
         self.tokenizer: Any = None
@@ -39,9 +41,10 @@ class HFShim(PyTorchShim):
         # Loading options (trust_remote_code, attn_implementation, ...) reused for saved copies.
         self.tokenizer_config = dict(tokenizer_config or {})
         self.transformer_config = dict(transformer_config or {})
+        self.options = options or EncoderOptions()
         self.backends = InferenceBackends()
         self.weights_version = 0
-        self.learn_rate_scale = 1.0
+        self._loss_scaling = False
 
     @property
     def loaded(self) -> bool:
@@ -82,9 +85,35 @@ class HFShim(PyTorchShim):
             self.hf_model, self.weights_version, flags, autocast, self.input_names
         )
 
+    def set_options(self, options: EncoderOptions) -> None:
+        """Use ``options`` from now on (and settle the model's switches for them)."""
+        self.options = options
+        if self.loaded:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Set the HF model's switches that the options need, whenever the model, its device
+        or the options change (never during a forward): eager attention when attentions are
+        asked for (fused kernels return none), and on CUDA gradient checkpointing and fp16 loss
+        scaling."""
+        hf_model, options = self.hf_model, self.options
+        if (
+            options.output_attentions
+            and getattr(hf_model.config, "_attn_implementation", "eager") != "eager"
+        ):
+            hf_model.set_attn_implementation("eager")
+        if self.device.type != "cuda":
+            return
+        if options.gradient_checkpointing and hf_model.supports_gradient_checkpointing:
+            if not hf_model.is_gradient_checkpointing:
+                hf_model.gradient_checkpointing_enable({"use_reentrant": False})
+        if options.mixed_precision and not torch.cuda.is_bf16_supported():
+            self.enable_loss_scaling()
+
     def enable_loss_scaling(self, init_scale: float = 2.0**16) -> None:
         """Scale gradients in fp16 training (mixed precision without bf16), once."""
-        if not self._grad_scaler._enabled:
+        if not self._loss_scaling:
+            self._loss_scaling = True
             self._grad_scaler = PyTorchGradScaler(enabled=True, init_scale=init_scale)
             self._grad_scaler.to_(self.device)
 
@@ -103,11 +132,12 @@ class HFShim(PyTorchShim):
         """
         scaler = self._grad_scaler
         params = [(n, p) for n, p in self.hf_model.named_parameters() if p.grad is not None]
-        if scaler._enabled:  # unscale the accumulated gradients once; notes overflows
+        if self._loss_scaling:  # unscale the accumulated gradients once; notes overflows
             scaler.unscale([p.grad for _, p in params])
         step = bool(params) and not scaler.found_inf
         # lr_scale only when needed: custom optimizers may not take it.
-        scale = {"lr_scale": self.learn_rate_scale} if self.learn_rate_scale != 1.0 else {}
+        lr_scale = self.options.learn_rate_scale
+        scale = {"lr_scale": lr_scale} if lr_scale != 1.0 else {}
         for name, param in params:
             if step:
                 data, _ = optimizer(
@@ -136,6 +166,7 @@ class HFShim(PyTorchShim):
         self.pieces = PieceTokenizer(tokenizer)
         self.weights_version += 1
         self.backends.forget()
+        self._settle()
 
     @property
     def device(self) -> torch.device:
@@ -147,6 +178,7 @@ class HFShim(PyTorchShim):
         if self._model is not None:  # an unloaded model goes to the default device when loaded
             super().to_device(device_type, device_id)
             self.backends.forget()  # built for the old device
+            self._settle()
 
     def to_disk(self, path: str | Path) -> None:
         if self._model is None:

@@ -10,9 +10,9 @@ from ..registry import architectures
 from ..types import DocsToOutputsModelT
 
 
-@architectures("spacy-trf.TransformerTextCat.v2")
+@architectures("spacy-trf.TransformerTextCat.v1")
 def TransformerTextCat(
-    encoder: DocsToOutputsModelT,
+    tok2vec: DocsToOutputsModelT,
     exclusive_classes: bool,
     pooling: str = "cls",
     layers: Layers = "last",
@@ -22,8 +22,10 @@ def TransformerTextCat(
 ) -> Model[list[Doc], Floats2d]:
     """Classify docs for spaCy's textcat (exclusive) and textcat_multilabel.
 
-    encoder (Model): The encoder's raw output: spacy-trf.TransformerOutputListener.v1 (shared
-        trf component) or spacy-trf.TransformerModel.v1 (owned by this component).
+    tok2vec (Model): The encoder's raw per-doc outputs (not token vectors):
+        spacy-trf.TransformerOutputListener.v1 (shared trf component) or
+        spacy-trf.TransformerModel.v1 (owned by this component). The key is ``tok2vec`` because
+        spaCy's nlp.replace_listeners reads ``model.tok2vec`` of a listening component.
     exclusive_classes (bool): Softmax over labels (textcat) or independent sigmoids.
     pooling ("cls" | "mean"): The class token's row of each window, averaged over the doc's
         windows, or the mean of the doc's piece rows.
@@ -31,26 +33,12 @@ def TransformerTextCat(
     """
     layers = check_layers(layers)
     if needs_hidden_states(layers):
-        request_all_layers(encoder)
+        request_all_layers(tok2vec)
     output: Model = Softmax_v2(nO) if exclusive_classes else chain(Linear(nO), Logistic())
     model: Model = chain(
-        encoder, EncoderRows(layers, grad_factor), DocPooler(pooling), Dropout(dropout), output
+        tok2vec, EncoderRows(layers, grad_factor), DocPooler(pooling), Dropout(dropout), output
     )
     model.set_ref("output_layer", output)
     model.attrs["multi_label"] = not exclusive_classes
     model.name = "spacy-trf.TransformerTextCat"
     return model
-
-
-@architectures("spacy-trf.TransformerTextCat.v1")
-def TransformerTextCat_v1(
-    tok2vec: DocsToOutputsModelT,
-    exclusive_classes: bool,
-    pooling: str = "cls",
-    layers: Layers = "last",
-    grad_factor: GradFactor = 1.0,
-    dropout: float = 0.1,
-    nO: int | None = None,
-) -> Model[list[Doc], Floats2d]:
-    """TransformerTextCat.v2 with the encoder under its former key, ``tok2vec``."""
-    return TransformerTextCat(tok2vec, exclusive_classes, pooling, layers, grad_factor, dropout, nO)

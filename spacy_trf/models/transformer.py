@@ -21,7 +21,6 @@ from ..encoder import (
     get_shim,
     iter_batches,
     load_hf,
-    settle,
 )
 from ..pieces import PieceTokenizer, SpanGetter
 from ..registry import architectures
@@ -68,7 +67,7 @@ def TransformerModel(
         "spacy-trf.TransformerModel",
         forward,
         init=init,
-        shims=[HFShim(tokenizer_config, transformer_config)],
+        shims=[HFShim(tokenizer_config, transformer_config, options)],
         attrs={
             "name": name,
             "get_spans": get_spans,
@@ -76,7 +75,6 @@ def TransformerModel(
             "stride": stride,
             "tokenizer_config": dict(tokenizer_config),
             "transformer_config": dict(transformer_config),
-            **vars(options),
         },
     )
 
@@ -104,10 +102,8 @@ def init(model: Model, X: Any = None, Y: Any = None) -> None:
 
 
 def ready(model: Model) -> None:
-    """Check the window against the loaded model and settle its options (after loading)."""
-    shim = get_shim(model)
-    check_window(shim, model.attrs["window"], model.attrs["name"])
-    settle(shim, encoder_options(model))
+    """Check the window against the loaded model."""
+    check_window(get_shim(model), model.attrs["window"], model.attrs["name"])
 
 
 def forward(
@@ -119,7 +115,8 @@ def forward(
             f"The transformer model '{model.attrs['name']}' is not loaded yet: call "
             "nlp.initialize() (or model.initialize()) first, or load a saved pipeline."
         )
-    outputs, backprop = encode(shim, plan_docs(model, docs), encoder_options(model), is_train)
+    plan = plan_docs(model, docs)
+    outputs, backprop = encode(shim, shim.pieces, plan, encoder_options(model), is_train)
 
     def backprop_docs(d_outputs: list[DocTransformerGradient]) -> list:
         backprop(d_outputs)
@@ -143,7 +140,8 @@ def iter_inputs(model: Model, docs: list[Doc]) -> list[dict[str, torch.Tensor]]:
     """The HF model's forward inputs for docs, batch by batch, exactly as forward builds them."""
     shim = get_shim(model)
     plan = plan_docs(model, docs)
-    return [inputs for _, _, inputs in iter_batches(shim, plan, encoder_options(model))]
+    options = encoder_options(model)
+    return [inputs for _, _, inputs in iter_batches(shim, shim.pieces, plan, options)]
 
 
 __all__ = ["TransformerModel", "check_window_setting", "iter_inputs", "plan_docs", "ready"]

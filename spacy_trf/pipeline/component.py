@@ -15,7 +15,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
 from .. import defaults
-from ..encoder import configure_encoder, encoder_options, get_shim
+from ..encoder import COMPONENT_OPTIONS, configure_encoder, encoder_options, get_shim
 from ..encoder.backends import check_attentions, check_backend
 from ..models import EncoderListener
 from ..models.transformer import ready
@@ -24,7 +24,7 @@ from ..types import DocsToOutputsModelT
 from .annotations import AnnotationSetter
 from .cache import OutputCache
 from .gradients import Accumulate, BatchGradients, ignore_gradient
-from .replace import listener_config, replace_listener
+from .replace import ListenerConfig, replace_listener
 
 DEFAULT_MODEL_CONFIG = f"""
 [model]
@@ -43,14 +43,6 @@ output_attentions = false
 [model.transformer_config]
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
-# Component settings that are encoder options (encoder/options.py).
-ENCODER_SETTINGS = (
-    "max_batch_pieces",
-    "mixed_precision",
-    "gradient_checkpointing",
-    "learn_rate_scale",
-)
-
 if not Doc.has_extension("trf"):
     Doc.set_extension("trf", default=None)
 
@@ -171,14 +163,12 @@ class Transformer(TrainablePipe):
         self.gradients = BatchGradients(name, self._step)
         self._apply_cfg()
         model.attrs["replace_listener"] = replace_listener
-        model.attrs["replace_listener_cfg"] = self._listener_config
+        model.attrs["replace_listener_cfg"] = ListenerConfig(get_shim(model))
 
     def _apply_cfg(self) -> None:
-        configure_encoder(self.model, **{k: self.cfg[k] for k in ENCODER_SETTINGS})
+        options = configure_encoder(self.model, **{k: self.cfg[k] for k in COMPONENT_OPTIONS})
+        self.cfg["learn_rate_scale"] = float(options.learn_rate_scale)
         self.set_inference(self.inference)
-
-    def _listener_config(self, trf_cfg: dict[str, Any], listener_cfg: dict[str, Any]) -> dict:
-        return listener_config(trf_cfg, listener_cfg, encoder_options(self.model))
 
     def set_inference(self, backend: str) -> None:
         """Switch the prediction backend (see ``make_transformer``) in this process.

@@ -1,20 +1,14 @@
 """nlp.replace_listeners support: a listening component gets its own copy of the encoder."""
 
+import weakref
 from typing import Any
 
 from thinc.api import Model
 
-from ..encoder import EncoderOptions, configure_encoder
+from ..encoder import COMPONENT_OPTIONS, HFShim, configure_encoder
 from ..models import EncoderListener
 
 REPLACE_KEYS = ("replace_listener", "replace_listener_cfg")
-# The trf component's encoder options that Tok2VecTransformer.v2 takes.
-OWNED_OPTIONS = (
-    "max_batch_pieces",
-    "mixed_precision",
-    "gradient_checkpointing",
-    "learn_rate_scale",
-)
 
 
 def replace_listener(model: Model, listener: EncoderListener, component: Any) -> Model:
@@ -26,28 +20,29 @@ def replace_listener(model: Model, listener: EncoderListener, component: Any) ->
     return model
 
 
-def listener_config(
-    trf_model_cfg: dict[str, Any], listener_cfg: dict[str, Any], options: EncoderOptions
-) -> dict[str, Any]:
-    """The config of the component's own encoder, in the listener's place.
+class ListenerConfig:
+    """``replace_listener_cfg``: the config of the component's own encoder, in the listener's
+    place, with the trf encoder's current options.
 
-    ``listener_cfg`` is the component's ``model.tok2vec`` block, as spaCy passes it; ``options``
-    are the trf component's, which an owned token encoder (Tok2VecTransformer.v2) keeps.
+    It refers to the encoder's shim weakly, so that copies of the model (Thinc deep-copies attrs)
+    stay cheap.
     """
-    if listener_cfg.get("@architectures") == "spacy-trf.HybridTok2Vec.v1":
-        listener_cfg = listener_cfg["transformer"]
-    if listener_cfg.get("@architectures") != "spacy-trf.TransformerListener.v1":
-        return dict(trf_model_cfg)  # a raw-output listener: the encoder itself
-    cfg = {k: v for k, v in trf_model_cfg.items() if not k.startswith("output_")}
-    cfg["@architectures"] = "spacy-trf.Tok2VecTransformer.v2"
-    for key in ("pooling", "grad_factor", "layers"):
-        if key in listener_cfg:
-            cfg[key] = listener_cfg[key]
-    for key in (
-        "max_batch_pieces",
-        "mixed_precision",
-        "gradient_checkpointing",
-        "learn_rate_scale",
-    ):
-        cfg[key] = getattr(options, key)
-    return cfg
+
+    def __init__(self, shim: HFShim) -> None:
+        self.shim = weakref.ref(shim)
+
+    def __call__(self, trf_model_cfg: dict[str, Any], listener_cfg: dict[str, Any]) -> dict:
+        """``listener_cfg`` is the component's ``model.tok2vec`` block, as spaCy passes it."""
+        if listener_cfg.get("@architectures") == "spacy-trf.HybridTok2Vec.v1":
+            listener_cfg = listener_cfg["transformer"]
+        if listener_cfg.get("@architectures") != "spacy-trf.TransformerListener.v1":
+            return dict(trf_model_cfg)  # a raw-output listener: the encoder itself
+        cfg = {k: v for k, v in trf_model_cfg.items() if not k.startswith("output_")}
+        cfg["@architectures"] = "spacy-trf.Tok2VecTransformer.v2"
+        for key in ("pooling", "grad_factor", "layers"):
+            if key in listener_cfg:
+                cfg[key] = listener_cfg[key]
+        shim = self.shim()
+        if shim is not None:  # an owned encoder keeps the trf component's options
+            cfg.update({key: getattr(shim.options, key) for key in COMPONENT_OPTIONS})
+        return cfg

@@ -72,7 +72,7 @@ class StitchedRows:
                 rows = stream.detach().float().reshape(-1, stream.shape[-1])
                 self.pieces[i].index_add_(0, src, rows.index_select(0, flat))
                 self.specials[i].index_copy_(0, dst, rows.index_select(0, s_flat))
-            if self.attentions and attentions is not None:
+            if self.attentions and attentions:
                 lengths = batch.attention_mask.sum(1).tolist()
                 stacked = torch.stack([a.detach().float() for a in attentions], dim=1)
                 for row, (w, n) in enumerate(zip(windows.tolist(), lengths, strict=True)):

@@ -8,7 +8,6 @@ from thinc.api import Model, chain, registry
 from thinc.types import Floats2d
 
 from ...encoder import (
-    EncoderOptions,
     HFShim,
     check_window,
     encode,
@@ -21,13 +20,16 @@ from ...stitch import LayerRows, RowsGradient
 from ...types import PoolingModelT
 from .tokenizer import PieceBatch
 
+# Stage contract: pieces and windows -> one row per word.
+PiecesToWordsModelT = Model[PieceBatch, list[Floats2d]]
+
 
 @registry.layers("spacy-trf.TransformerEncoder.v1")
 def TransformerEncoder(
     name: str,
     pooling: PoolingModelT,
     transformer_config: dict[str, Any] = {},  # noqa: B006 (read only; configs pass dicts)
-) -> Model[PieceBatch, list[Floats2d]]:
+) -> PiecesToWordsModelT:
     """Encode a PieceBatch and pool each word's pieces into one row (special tokens dropped).
 
     name (str): Hub id or local directory of the model (loaded at initialize).
@@ -50,7 +52,7 @@ def HFPieceEncoder(
         _forward,
         init=_init,
         shims=[HFShim(transformer_config=transformer_config)],
-        attrs={"name": name, **vars(EncoderOptions())},
+        attrs={"name": name},
     )
 
 
@@ -72,7 +74,8 @@ def _forward(
     if X.plan.n_windows:
         longest = int((X.plan.ends - X.plan.starts).max())
         check_window(shim, longest, model.attrs["name"], "TransformerTokenizer.v1")
-    outputs, backprop = encode(shim, X.plan, encoder_options(model), is_train)
+    # The tokenizer layer's pieces, template and vocabulary: the batch was cut with them.
+    outputs, backprop = encode(shim, X.pieces, X.plan, encoder_options(model), is_train)
     rows, backprop_rows = last_layer_rows(outputs, 1.0)
 
     def backprop_batch(d_rows: list[RowsGradient]) -> list:

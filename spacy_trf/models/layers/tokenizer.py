@@ -4,6 +4,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from thinc.api import Model, Shim, registry
 from thinc.types import Ragged
 
 from ... import defaults
-from ...encoder.loading import bytes_to_dir, dir_to_bytes, load_tokenizer
+from ...encoder.loading import bytes_to_dir, dir_to_bytes, load_tokenizer, resolve_name
 from ...pieces import PieceTokenizer
 from ...windows import WindowBatch, WindowPlan, plan_windows
 from ..transformer import check_window_setting
@@ -64,6 +65,10 @@ class PieceBatch:
         return [p.align for p in self.plan.pieces]
 
 
+# Stage contract: pre-split words -> pieces and windows.
+WordsToPiecesModelT = Model[list[list[str]], PieceBatch]
+
+
 class TokenizerShim(Shim):
     """Holds a fast tokenizer; serialized as its Hugging Face files, so saved models are
     self-contained."""
@@ -74,7 +79,9 @@ class TokenizerShim(Shim):
         self.pieces: PieceTokenizer | None = None
 
     def load(self, name: str) -> "TokenizerShim":
-        self.pieces = PieceTokenizer(load_tokenizer(name, self.tokenizer_config))
+        # A saved tokenizer directory has no config.json: only hub ids need resolving.
+        source = name if Path(name).is_dir() else resolve_name(name)
+        self.pieces = PieceTokenizer(load_tokenizer(source, self.tokenizer_config))
         return self
 
     def finish_update(self, optimizer: Any) -> None:
@@ -102,7 +109,7 @@ def TransformerTokenizer(
     window: int | None = None,
     stride: int | None = None,
     tokenizer_config: dict[str, Any] = {},  # noqa: B006 (read only; configs pass dicts)
-) -> Model[list[list[str]], PieceBatch]:
+) -> WordsToPiecesModelT:
     """Tokenize pre-split words with the model's own fast tokenizer.
 
     Long sequences are cut into windows of ``window`` pieces (default: the tokenizer's limit
