@@ -276,3 +276,10 @@ def test_help_has_no_placeholders_and_no_cut_descriptions() -> None:
     usage = runner.invoke(app, ["init-config", "--help"]).output
     assert "Usage: spacy-trf init-config [OPTIONS] OUTPUT" in usage
     assert "sentence-transformers/all-MiniLM-L6-v2" in usage.replace("-\n", "-").replace(" ", "")
+
+
+def test_training_table_shows_pos_accuracy_only_with_a_morphologizer() -> None:
+    """spaCy's tagger reports POS accuracy (0.00 unless something sets token.pos_)."""
+    tagger_only = make_config(["tagger", "ner"])["training"]["score_weights"]
+    assert tagger_only["pos_acc"] is None and tagger_only["tag_acc"] > 0
+    assert make_config(["tagger", "morphologizer"])["training"]["score_weights"]["pos_acc"] > 0
