@@ -144,3 +144,22 @@ def test_copies_of_the_trf_model_do_not_copy_the_component(model_dirs: dict[str,
     copied = model.copy()
     assert copied.attrs["replace_listener_cfg"].shim() is get_shim(model)
     assert get_shim(copied) is not get_shim(model)
+
+
+def test_a_copied_pipeline_replaces_listeners_after_the_original_is_gone(
+    model_dirs: dict[str, str],
+) -> None:
+    """copy.deepcopy(nlp), then the original freed: the copy's listener config still has the
+    trf component's options."""
+    import copy
+    import gc
+
+    nlp = make_nlp(model_dirs["roberta"], max_batch_pieces=512)
+    copied = copy.deepcopy(nlp)
+    del nlp
+    gc.collect()
+    listener_config = copied.get_pipe("trf").model.attrs["replace_listener_cfg"]
+    listener = {"@architectures": "spacy-trf.TransformerListener.v1", "pooling": {}}
+    cfg = listener_config(dict(copied.config["components"]["trf"]["model"]), listener)
+    assert cfg["@architectures"] == "spacy-trf.Tok2VecTransformer.v2"
+    assert cfg["max_batch_pieces"] == 512

@@ -88,7 +88,7 @@ def iter_batches(
             "attention_mask": batch.attention_mask,
             "token_type_ids": batch.token_type_ids,
         }
-        yield windows, batch, {n: torch.from_numpy(arrays[n]).to(device) for n in shim.input_names}
+        yield windows, batch, {n: torch.from_numpy(arrays[n]).to(device) for n in tok.input_names}
 
 
 def forward_flags(options: EncoderOptions, config: Any) -> dict[str, bool]:
@@ -110,12 +110,18 @@ def _autocast(options: EncoderOptions, device: torch.device) -> AbstractContextM
     return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
 
 
-def check_window(shim: HFShim, window: int, name: str, where: str = "the trf model") -> None:
-    """Raise if ``window`` pieces plus the special tokens exceed the model's position limit;
-    ``where`` names the setting's place in the message."""
-    assert shim.pieces is not None
-    n_special = shim.pieces.template.n_special
-    limit = max_sequence_length(shim.hf_model, shim.tokenizer)
+def check_window(
+    shim: HFShim,
+    tok: PieceTokenizer | None,
+    window: int,
+    name: str,
+    where: str = "the trf model",
+) -> None:
+    """Raise if ``window`` pieces plus ``tok``'s special tokens exceed the model's position
+    limit; ``where`` names the setting's place in the message."""
+    assert tok is not None
+    n_special = tok.template.n_special
+    limit = max_sequence_length(shim.hf_model, tok.hf_tokenizer)
     if limit is not None and window + n_special > limit:
         raise ValueError(
             f"window={window} plus {n_special} special tokens exceeds the {limit} positions of "

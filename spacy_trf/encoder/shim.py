@@ -64,8 +64,7 @@ class HFShim(PyTorchShim):
     def input_names(self) -> tuple[str, ...]:
         """The HF forward's input tensors, in the order the ONNX export takes them."""
         assert self.pieces is not None
-        names = ("input_ids", "attention_mask")
-        return (*names, "token_type_ids") if self.pieces.uses_type_ids else names
+        return self.pieces.input_names
 
     @property
     def inference(self) -> str:
@@ -95,20 +94,26 @@ class HFShim(PyTorchShim):
         """Set the HF model's switches that the options need, whenever the model, its device
         or the options change (never during a forward): eager attention when attentions are
         asked for (fused kernels return none), and on CUDA gradient checkpointing and fp16 loss
-        scaling."""
+        scaling, on or off."""
         hf_model, options = self.hf_model, self.options
-        if (
-            options.output_attentions
-            and getattr(hf_model.config, "_attn_implementation", "eager") != "eager"
-        ):
+        attention = getattr(hf_model.config, "_attn_implementation", "eager")
+        if options.output_attentions and attention != "eager":
             hf_model.set_attn_implementation("eager")
+            self.backends.forget()  # converted copies were built with fused attention
         if self.device.type != "cuda":
             return
-        if options.gradient_checkpointing and hf_model.supports_gradient_checkpointing:
-            if not hf_model.is_gradient_checkpointing:
-                hf_model.gradient_checkpointing_enable({"use_reentrant": False})
+        checkpointing = bool(
+            options.gradient_checkpointing and hf_model.supports_gradient_checkpointing
+        )
+        if checkpointing and not hf_model.is_gradient_checkpointing:
+            hf_model.gradient_checkpointing_enable({"use_reentrant": False})
+        elif not checkpointing and hf_model.is_gradient_checkpointing:
+            hf_model.gradient_checkpointing_disable()
         if options.mixed_precision and not torch.cuda.is_bf16_supported():
             self.enable_loss_scaling()
+        elif self._loss_scaling:
+            self._loss_scaling = False
+            self._grad_scaler = PyTorchGradScaler(enabled=False)
 
     def enable_loss_scaling(self, init_scale: float = 2.0**16) -> None:
         """Scale gradients in fp16 training (mixed precision without bf16), once."""
@@ -178,6 +183,8 @@ class HFShim(PyTorchShim):
         if self._model is not None:  # an unloaded model goes to the default device when loaded
             super().to_device(device_type, device_id)
             self.backends.forget()  # built for the old device
+            if self._loss_scaling:
+                self._grad_scaler.to_(self.device)
             self._settle()
 
     def to_disk(self, path: str | Path) -> None:

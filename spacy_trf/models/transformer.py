@@ -103,7 +103,8 @@ def init(model: Model, X: Any = None, Y: Any = None) -> None:
 
 def ready(model: Model) -> None:
     """Check the window against the loaded model."""
-    check_window(get_shim(model), model.attrs["window"], model.attrs["name"])
+    shim = get_shim(model)
+    check_window(shim, shim.pieces, model.attrs["window"], model.attrs["name"])
 
 
 def forward(

@@ -64,6 +64,12 @@ class PieceTokenizer:
         self.vocab = np.empty(max(vocab.values(), default=-1) + 1, dtype=object)
         self.vocab[list(vocab.values())] = list(vocab.keys())
 
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The model inputs a batch of these pieces provides, in a fixed order."""
+        names = ("input_ids", "attention_mask")
+        return (*names, "token_type_ids") if self.uses_type_ids else names
+
     def _read_template(self) -> SpecialTemplate:
         enc = self.backend.encode("hello world", add_special_tokens=True)
         ids = np.asarray(enc.ids, dtype=np.int64)

@@ -1,11 +1,12 @@
 """nlp.replace_listeners support: a listening component gets its own copy of the encoder."""
 
+import copy
 import weakref
 from typing import Any
 
 from thinc.api import Model
 
-from ..encoder import COMPONENT_OPTIONS, HFShim, configure_encoder
+from ..encoder import COMPONENT_OPTIONS, EncoderOptions, HFShim, configure_encoder
 from ..models import EncoderListener
 
 REPLACE_KEYS = ("replace_listener", "replace_listener_cfg")
@@ -25,11 +26,22 @@ class ListenerConfig:
     place, with the trf encoder's current options.
 
     It refers to the encoder's shim weakly, so that copies of the model (Thinc deep-copies attrs)
-    stay cheap.
+    stay cheap; a copy keeps the options the encoder had when it was copied, for when the
+    original is gone.
     """
 
     def __init__(self, shim: HFShim) -> None:
         self.shim = weakref.ref(shim)
+        self.options = shim.options
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "ListenerConfig":
+        new = copy.copy(self)
+        new.options = self.current_options()
+        return new
+
+    def current_options(self) -> EncoderOptions:
+        shim = self.shim()
+        return shim.options if shim is not None else self.options
 
     def __call__(self, trf_model_cfg: dict[str, Any], listener_cfg: dict[str, Any]) -> dict:
         """``listener_cfg`` is the component's ``model.tok2vec`` block, as spaCy passes it."""
@@ -42,7 +54,7 @@ class ListenerConfig:
         for key in ("pooling", "grad_factor", "layers"):
             if key in listener_cfg:
                 cfg[key] = listener_cfg[key]
-        shim = self.shim()
-        if shim is not None:  # an owned encoder keeps the trf component's options
-            cfg.update({key: getattr(shim.options, key) for key in COMPONENT_OPTIONS})
+        # An owned encoder keeps the trf component's options.
+        options = self.current_options()
+        cfg.update({key: getattr(options, key) for key in COMPONENT_OPTIONS})
         return cfg

@@ -73,7 +73,7 @@ def _forward(
         )
     if X.plan.n_windows:
         longest = int((X.plan.ends - X.plan.starts).max())
-        check_window(shim, longest, model.attrs["name"], "TransformerTokenizer.v1")
+        check_window(shim, X.pieces, longest, model.attrs["name"], "TransformerTokenizer.v1")
     # The tokenizer layer's pieces, template and vocabulary: the batch was cut with them.
     outputs, backprop = encode(shim, X.pieces, X.plan, encoder_options(model), is_train)
     rows, backprop_rows = last_layer_rows(outputs, 1.0)
