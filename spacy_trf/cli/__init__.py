@@ -196,6 +196,67 @@ def export_onnx_cli(
         raise typer.Exit(1) from err
 
 
+@app.command("annotate", cls=PlainHelp, short_help="Annotate a corpus on Ray, resumably.")
+def annotate_cli(
+    pipeline: str = typer.Argument(..., metavar="PIPELINE", help="Saved pipeline directory."),
+    input: str = typer.Argument(
+        ..., metavar="INPUT", help="A .jsonl or .parquet file, or a folder of .txt files."
+    ),
+    output: Path = typer.Argument(..., metavar="OUTPUT", help="Directory for the shards."),
+    workers: int = typer.Option(1, "--workers", "-w", metavar="N", help="Ray actors."),
+    threads: int = typer.Option(
+        1, "--threads-per-worker", metavar="N", help="torch threads (Ray CPUs) per actor."
+    ),
+    batch_size: int = typer.Option(
+        64, "--batch-size", "-b", metavar="N", help="Documents per nlp.pipe batch."
+    ),
+    gpus: float = typer.Option(0, "--gpus-per-worker", metavar="N", help="GPUs per actor."),
+    address: str | None = typer.Option(
+        None, "--address", metavar="ADDRESS", help="An existing Ray cluster; default: a local one."
+    ),
+    fmt: str = typer.Option(
+        "docbin", "--format", "-f", metavar="FORMAT", help="docbin, jsonl or parquet."
+    ),
+    keep_trf: bool = typer.Option(False, "--keep-trf", help="Keep doc._.trf in DocBin shards."),
+    resume: bool = typer.Option(False, "--resume", help="Skip the shards a stopped run wrote."),
+    shard_mb: float = typer.Option(8.0, "--shard-mb", metavar="MB", help="Input MB per shard."),
+    code: Path | None = typer.Option(
+        None, "--code", metavar="FILE", help="Python file with custom registered functions."
+    ),
+) -> None:
+    """Annotate a corpus with a saved pipeline on Ray Data: one output file per input shard,
+    manifest.json, errors.jsonl; rerun with --resume to finish a stopped run."""
+    _quiet_hub()
+    try:
+        from ..distributed import annotate
+    except ImportError as err:
+        typer.echo(f"Error: {err}. Install the extra: pip install 'spacy-trf[ray]'", err=True)
+        raise typer.Exit(1) from err
+    try:
+        result = annotate(
+            pipeline,
+            input,
+            output,
+            workers=workers,
+            threads_per_worker=threads,
+            batch_size=batch_size,
+            gpus_per_worker=gpus,
+            address=address,
+            fmt=fmt,
+            keep_trf=keep_trf,
+            resume=resume,
+            shard_mb=shard_mb,
+            code=code,
+        )
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(
+        f"{result.docs} documents in {result.shards} shards ({result.skipped} done before), "
+        f"{result.errors} errors (errors.jsonl) -> {result.output}"
+    )
+
+
 @app.command("demo", cls=PlainHelp, short_help="Show a text's pieces, alignment and similarities.")
 def demo_cli(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", **MODEL_OPTION),
