@@ -268,7 +268,7 @@ def test_help_has_no_placeholders_and_no_cut_descriptions() -> None:
     runner = CliRunner()
     main = runner.invoke(app, ["--help"])
     assert main.exit_code == 0 and "..." not in main.output.split("Commands:")[1]
-    for command in ("init-config", "quickstart", "export-onnx", "demo"):
+    for command in ("init-config", "quickstart", "export-onnx", "annotate", "demo"):
         result = runner.invoke(app, [command, "--help"], terminal_width=80)
         assert result.exit_code == 0, result.output
         for placeholder in ("<bool>", "<path>", "<str>", "<int>", "{"):
