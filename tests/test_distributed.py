@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,7 +104,9 @@ def cli(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subproc
 
 
 def test_address_reaches_a_cluster_started_with_ray_start(pipeline: Path, tmp_path: Path) -> None:
-    port = "6391"
+    with socket.socket() as probe:  # a free port
+        probe.bind(("", 0))
+        port = str(probe.getsockname()[1])
     # Ray's token authentication: explicit addresses need the mode set (the token is the one
     # `ray start` wrote to ~/.ray/auth_token).
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "token"}
@@ -186,6 +189,8 @@ def test_records_equal_nlp_pipe_and_failures_go_to_errors(
         annotate(pipeline, source, tmp_path / "out", fmt="jsonl", progress=False)
     with pytest.raises(ValueError, match="another format"):
         annotate(pipeline, source, tmp_path / "out", fmt="parquet", resume=True, progress=False)
+    with pytest.raises(ValueError, match="another shard_mb"):
+        annotate(pipeline, source, tmp_path / "out", fmt="jsonl", shard_mb=0.004, resume=True)
 
 
 def test_docbin_shards_keep_hidden_states_on_request(
@@ -246,10 +251,15 @@ def test_a_killed_run_resumes_with_every_document_once(
         time.sleep(0.2)
     os.killpg(run.pid, signal.SIGKILL)  # the driver and its local cluster, mid-run
     run.wait()
-    finished = len(json.loads((out / "manifest.json").read_text())["shards"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["shards"].pop("part-00000", None)  # redone: an earlier attempt's errors must go
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "errors").mkdir(exist_ok=True)
+    (out / "errors" / "part-00000.jsonl").write_text('{"id": "stale", "error": "old"}\n')
+    finished = len(manifest["shards"])
     result = annotate(pipeline, source, out, fmt="jsonl", shard_mb=0.002, resume=True,
                       code=code(pipeline), progress=False)  # fmt: skip
-    assert 2 <= result.skipped == finished < result.shards
+    assert 1 <= result.skipped == finished < result.shards and result.errors == 0
     ids = [r["id"] for r in read_records(out)]
     assert ids == [f"in.jsonl:{i + 1}" for i in range(len(texts))]
     assert not list(out.glob(".*"))  # no temporary files left

@@ -248,7 +248,7 @@ def annotate_cli(
             shard_mb=shard_mb,
             code=code,
         )
-    except (ValueError, FileNotFoundError, ConnectionError) as err:
+    except (ValueError, FileNotFoundError, ConnectionError, RuntimeError) as err:
         typer.echo(f"Error: {err}", err=True)
         raise typer.Exit(1) from err
     typer.echo(

@@ -27,6 +27,7 @@ from .output import (
     error_file,
     merge_errors,
     read_manifest,
+    remove_temporary_files,
     shard_file,
     write_docbin,
     write_errors,
@@ -34,6 +35,8 @@ from .output import (
     write_records,
 )
 from .records import doc_record, record_keys
+
+RETRIES = 3  # restarts of a dead actor, and retries of its shard
 
 
 @dataclass
@@ -84,21 +87,20 @@ class Annotator:
         docs: list[tuple[str, Any, Any]] = []
         errors: list[dict] = []
         good: list[Item] = []
-        order: dict[str, int] = {}
         for position, item in enumerate(items):
-            order.setdefault(item.id, position)
+            item.position = position
             if item.error is None and len(item.text) > self.nlp.max_length:
                 item.error = (
                     f"text of {len(item.text)} characters is over nlp.max_length "
                     f"({self.nlp.max_length}): raise it when loading the pipeline or split the text"
                 )
             if item.error is not None:
-                errors.append({"id": item.id, "error": item.error})
+                errors.append({"id": item.id, "error": item.error, "_at": position})
             else:
                 good.append(item)
         for start in range(0, len(good), self.batch_size):
             docs.extend(self._annotate_batch(good[start : start + self.batch_size], errors))
-        errors.sort(key=lambda e: order.get(e["id"], 0))  # in input order
+        errors.sort(key=lambda e: e.pop("_at"))  # in input order
         return docs, errors
 
     def _annotate_batch(self, items: list[Item], errors: list[dict]) -> Iterator[tuple]:
@@ -109,19 +111,20 @@ class Annotator:
                 try:
                     yield item.id, self.nlp(item.text), item.meta
                 except Exception as err:
-                    errors.append({"id": item.id, "error": f"{type(err).__name__}: {err}"})
+                    error = f"{type(err).__name__}: {err}"
+                    errors.append({"id": item.id, "error": error, "_at": item.position})
             return
         yield from ((item.id, doc, item.meta) for item, doc in zip(items, annotated, strict=True))
 
     def write(self, shard: Shard, docs: list[tuple[str, Any, Any]], errors: list[dict]) -> None:
-        if errors:
-            write_errors(error_file(self.output, shard.name), errors)
+        # Always written (empty too): a rerun replaces what an earlier attempt found.
+        write_errors(error_file(self.output, shard.name), errors)
         path = shard_file(self.output, shard.name, self.fmt)
         if self.fmt == "docbin":
             write_docbin(path, docs, self.keep_trf)
         else:
             records = [doc_record(i, doc, meta, self.keys) for i, doc, meta in docs]
-            write_records(path, records, self.fmt)
+            write_records(path, records, self.fmt, self.keys)
 
 
 def annotate(
@@ -156,17 +159,33 @@ def annotate(
     code (str | Path | None): A Python file with the pipeline's custom registered functions,
         imported on every worker (spaCy's --code).
     """
-    pipeline, output = str(pipeline), Path(output)
-    _check_args(pipeline, fmt, workers, threads_per_worker, batch_size)
-    source = fingerprint(str(input))
-    settings = {"input": source, "pipeline": pipeline, "format": fmt, "keep_trf": keep_trf}
+    output = Path(output)
+    _check_args(str(pipeline), fmt, workers, threads_per_worker, batch_size, shard_mb,
+                gpus_per_worker, code)  # fmt: skip
+    pipeline = str(Path(pipeline).resolve()) if Path(pipeline).exists() else str(pipeline)
+    settings = {
+        "input": fingerprint(str(input)),
+        "pipeline": pipeline,
+        "pipeline_files": _pipeline_fingerprint(pipeline),
+        "format": fmt,
+        "keep_trf": keep_trf,
+        "shard_mb": shard_mb,
+    }
     planned = plan_shards(str(input), shard_mb)  # before anything is written
     manifest = _start_manifest(output, settings, resume)
-    started = _connect(address, workers * threads_per_worker, gpus_per_worker)
+    started = _connect(address, workers * threads_per_worker, workers * gpus_per_worker)
     try:
         shards = _numbered(planned)
         done = manifest["shards"]
+        for shard in shards:
+            recorded = done.get(shard.name, {}).get("input")
+            if recorded is not None and recorded != _input_range(shard):
+                raise ValueError(
+                    f"Cannot resume into '{output}': shard {shard.name} covered another input "
+                    "range in the stopped run. Use the same --shard-mb, or a new directory."
+                )
         pending = [s for s in shards if s.name not in done]
+        remove_temporary_files(output)
         actor = {
             "pipeline": pipeline,
             "output": str(output.resolve()),
@@ -186,7 +205,29 @@ def annotate(
     return AnnotateResult(n_docs, n_errors, len(shards), len(shards) - len(pending), output)
 
 
-def _check_args(pipeline: str, fmt: str, workers: int, threads: int, batch_size: int) -> None:
+def _pipeline_fingerprint(pipeline: str) -> list[list[Any]]:
+    """Sizes and modification times of the pipeline's config and meta (a pipeline retrained in
+    place is another pipeline)."""
+    files = [Path(pipeline) / name for name in ("config.cfg", "meta.json")]
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
+
+
+def _check_args(
+    pipeline: str,
+    fmt: str,
+    workers: int,
+    threads: int,
+    batch_size: int,
+    shard_mb: float,
+    gpus: float,
+    code: str | Path | None,
+) -> None:
+    if not isinstance(shard_mb, int | float) or shard_mb <= 0:
+        raise ValueError(f"shard size must be a positive number of MB, got {shard_mb!r}.")
+    if not isinstance(gpus, int | float) or gpus < 0:
+        raise ValueError(f"GPUs per worker must be a number >= 0, got {gpus!r}.")
+    if code is not None and not Path(code).is_file():
+        raise FileNotFoundError(f"No Python file at '{code}' (--code).")
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}.")
     for name, value in (("workers", workers), ("threads per worker", threads)):
@@ -238,7 +279,7 @@ def _connect(address: str | None, cpus: int, gpus: float) -> bool:
     else:
         ray.init(
             num_cpus=cpus,
-            num_gpus=int(np.ceil(gpus)) if gpus else None,
+            num_gpus=int(np.ceil(gpus)) if gpus else None,  # workers x GPUs per worker
             include_dashboard=False,
             logging_level=logging.WARNING,
         )
@@ -277,20 +318,41 @@ def _run(
     if not pending:
         return
     by_index = {s.index: s for s in pending}
-    dataset = ray.data.from_items([{"shard": s.to_json()} for s in pending]).map_batches(
+    items = [{"shard": s.to_json()} for s in pending]
+    # One block per shard, so that each is recorded as soon as it is written.
+    dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         Annotator,
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=min(workers, len(pending))),
         num_cpus=actor["threads"],
         num_gpus=gpus or None,
         fn_constructor_kwargs=actor,
+        # A dead actor is replaced and its shard run again, a few times: a document that
+        # kills its process must not loop forever.
+        max_restarts=RETRIES,
+        max_task_retries=RETRIES,
     )
     bar = tqdm(total=sum(s.n_docs for s in pending), unit="doc", disable=not progress)
+    try:
+        _record(dataset, manifest, output, by_index, bar)
+    except ray.exceptions.RayError as err:
+        raise RuntimeError(
+            f"A Ray worker failed ({type(err).__name__}): {err}\nThe shards finished so far are "
+            "in manifest.json: run the same command with --resume to continue."
+        ) from err
+    finally:
+        bar.close()
+
+
+def _record(
+    dataset: Any, manifest: dict[str, Any], output: Path, by_index: dict[int, Shard], bar: Any
+) -> None:
+    """Record each finished shard in the manifest as its summary row arrives."""
     words, start = 0, time.perf_counter()
     for row in dataset.iter_rows():
         shard = by_index[int(row["shard"])]
         manifest["shards"][shard.name] = {
-            "input": {"files": list(shard.files), "start": shard.start, "end": shard.end},
+            "input": _input_range(shard),
             "docs": int(row["docs"]),
             "errors": int(row["errors"]),
         }
@@ -298,4 +360,7 @@ def _run(
         words += int(row["words"])
         bar.update(shard.n_docs)
         bar.set_postfix(words_per_s=f"{words / max(time.perf_counter() - start, 1e-9):,.0f}")
-    bar.close()
+
+
+def _input_range(shard: Shard) -> dict[str, Any]:
+    return {"files": list(shard.files), "start": shard.start, "end": shard.end}

@@ -63,6 +63,7 @@ class Item:
     text: str = ""
     meta: Any = None
     error: str | None = None
+    position: int = 0  # in its shard
 
 
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
@@ -205,8 +206,8 @@ def _jsonl_item(line: bytes, default_id: str) -> Item:
         return Item(default_id, error=f"unreadable JSON line: {err}")
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         return Item(default_id, error="the line is not a JSON object with a string 'text'")
-    doc_id = record.get("id", default_id)
-    return Item(str(doc_id), record["text"], record.get("meta"))
+    doc_id = record.get("id")
+    return Item(default_id if doc_id is None else str(doc_id), record["text"], record.get("meta"))
 
 
 def _read_parquet(shard: Shard) -> Iterator[Item]:
@@ -217,11 +218,12 @@ def _read_parquet(shard: Shard) -> Iterator[Item]:
     table = parquet.read_row_groups(list(range(shard.start, shard.end)), columns=columns)
     name = Path(path).name
     for i, row in enumerate(table.to_pylist()):
-        doc_id = row.get("id") or f"{name}:{shard.first_row + i}"
+        doc_id = row.get("id")
+        doc_id = f"{name}:{shard.first_row + i}" if doc_id is None else str(doc_id)
         if not isinstance(row["text"], str):
-            yield Item(str(doc_id), error="'text' is not a string")
-        else:
-            yield Item(str(doc_id), row["text"], row.get("meta"))
+            yield Item(doc_id, error="'text' is not a string")
+        else:  # meta as JSON values (timestamps, decimals become strings)
+            yield Item(doc_id, row["text"], json.loads(json.dumps(row.get("meta"), default=str)))
 
 
 def _read_txt(shard: Shard) -> Iterator[Item]:

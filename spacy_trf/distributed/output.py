@@ -20,6 +20,8 @@ import srsly
 from spacy.tokens import Doc, DocBin
 
 FORMATS = ("docbin", "jsonl", "parquet")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 SUFFIX = {"docbin": ".spacy", "jsonl": ".jsonl", "parquet": ".parquet"}
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
@@ -31,6 +33,7 @@ def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600: others on a shared FS read it too
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -56,11 +59,15 @@ def write_docbin(path: Path, docs: list[tuple[str, Doc, Any]], keep_trf: bool) -
     write_atomically(path, lambda tmp: tmp.write_bytes(docbin.to_bytes()))
 
 
-def write_records(path: Path, records: list[dict[str, Any]], fmt: str) -> None:
+def write_records(
+    path: Path, records: list[dict[str, Any]], fmt: str, keys: tuple[str, ...]
+) -> None:
+    """jsonl or parquet; ``keys`` are the pipeline's annotation keys (the Parquet schema is
+    the same for every shard, empty ones too)."""
     if fmt == "jsonl":
         write_atomically(path, lambda tmp: srsly.write_jsonl(tmp, records))
         return
-    table = pa.Table.from_pylist([_arrow_row(r) for r in records], schema=_schema(records))
+    table = pa.Table.from_pylist([_arrow_row(r) for r in records], schema=_schema(keys))
     write_atomically(path, lambda tmp: pq.write_table(table, tmp))
 
 
@@ -94,9 +101,8 @@ _TYPES = {
 }
 
 
-def _schema(records: list[dict[str, Any]]) -> pa.Schema:
-    keys = list(records[0]) if records else ["id", "text", "meta", "tokens"]
-    return pa.schema([(k, _TYPES[k]) for k in keys])
+def _schema(keys: tuple[str, ...]) -> pa.Schema:
+    return pa.schema([(k, _TYPES[k]) for k in ("id", "text", "meta", "tokens", *keys)])
 
 
 def write_errors(path: Path, errors: list[dict[str, Any]]) -> None:
@@ -124,3 +130,11 @@ def merge_errors(output: Path, names: list[str]) -> int:
             errors.extend(srsly.read_jsonl(path))
     write_atomically(output / ERRORS, lambda tmp: srsly.write_jsonl(tmp, errors))
     return len(errors)
+
+
+def remove_temporary_files(output: Path) -> None:
+    """Temporary files a killed run left behind (finished files are never temporary)."""
+    for folder in (output, output / "errors"):
+        if folder.is_dir():
+            for path in folder.glob(".part-*"):
+                path.unlink(missing_ok=True)
