@@ -163,15 +163,17 @@ def annotate(
     _check_args(str(pipeline), fmt, workers, threads_per_worker, batch_size, shard_mb,
                 gpus_per_worker, code)  # fmt: skip
     pipeline = str(Path(pipeline).resolve()) if Path(pipeline).exists() else str(pipeline)
+    source = fingerprint(str(input))
     settings = {
-        "input": fingerprint(str(input)),
+        "input": source,
         "pipeline": pipeline,
         "pipeline_files": _pipeline_fingerprint(pipeline),
         "format": fmt,
         "keep_trf": keep_trf,
         "shard_mb": shard_mb,
     }
-    planned = plan_shards(str(input), shard_mb)  # before anything is written
+    # before anything is written
+    planned = plan_shards(str(input), shard_mb, listing=source)
     manifest = _start_manifest(output, settings, resume)
     started = _connect(address, workers * threads_per_worker, workers * gpus_per_worker)
     try:

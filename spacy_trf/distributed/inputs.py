@@ -74,14 +74,21 @@ def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     return fs, inner
 
 
-def fingerprint(path: str) -> list[dict[str, Any]]:
-    """What the input is: its files with their sizes and modification times."""
+def _stat(path: str) -> tuple[pafs.FileSystem, str, pafs.FileInfo]:
+    """The filesystem, inner path and file info of an input that exists."""
     fs, inner = filesystem(path)
     info = fs.get_file_info(inner)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(
             f"No input at '{path}': give a .jsonl file, a Parquet file or a folder of .txt files."
         )
+    return fs, inner, info
+
+
+def fingerprint(path: str) -> list[dict[str, Any]]:
+    """What the input is: its files (a folder's .txt files, in order) with their sizes and
+    modification times."""
+    fs, inner, info = _stat(path)
     infos = [info] if info.type == pafs.FileType.File else _txt_files(fs, inner)
     return [{"path": i.path, "size": i.size, "mtime_ns": i.mtime_ns} for i in infos]
 
@@ -94,14 +101,19 @@ def _txt_files(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
     return sorted(files, key=lambda i: i.path)
 
 
-def plan_shards(path: str, shard_mb: float = 8.0, files_per_shard: int = 256) -> list[Shard]:
-    """Cut the input into shards (jsonl newline counts are filled in by ``count_newlines``)."""
-    fs, inner = filesystem(path)
-    info = fs.get_file_info(inner)
-    fingerprint(path)  # raises for a missing input
+def plan_shards(
+    path: str,
+    shard_mb: float = 8.0,
+    files_per_shard: int = 256,
+    listing: list[dict[str, Any]] | None = None,
+) -> list[Shard]:
+    """Cut the input into shards (jsonl newline counts are filled in by ``count_newlines``).
+    ``listing``: the input's ``fingerprint``, if already taken (a folder is listed once)."""
+    fs, inner, info = _stat(path)
     scheme = path.split("://")[0] + "://" if "://" in path else ""
     if info.type == pafs.FileType.Directory:
-        files = [scheme + i.path for i in _txt_files(fs, inner)]
+        names = [f["path"] for f in listing or fingerprint(path)]
+        files = [scheme + name for name in names]
         groups = [files[i : i + files_per_shard] for i in range(0, len(files), files_per_shard)]
         return [Shard(k, "txt", tuple(g), n_docs=len(g), root=inner) for k, g in enumerate(groups)]
     if inner.endswith(".parquet"):

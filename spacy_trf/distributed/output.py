@@ -73,14 +73,17 @@ def write_records(
 
 def _arrow_row(record: dict[str, Any]) -> dict[str, Any]:
     row = dict(record, meta=json.dumps(record["meta"]))
-    struct = lambda items: [{"start_char": s, "end_char": e, "label": lab} for s, e, lab in items]  # noqa: E731
     if "ents" in row:
-        row["ents"] = struct(row["ents"])
+        row["ents"] = _span_structs(row["ents"])
     if "spans" in row:
-        row["spans"] = [(key, struct(group)) for key, group in row["spans"].items()]
+        row["spans"] = [(key, _span_structs(group)) for key, group in row["spans"].items()]
     if "cats" in row:
         row["cats"] = list(row["cats"].items())
     return row
+
+
+def _span_structs(items: list[list[Any]]) -> list[dict[str, Any]]:
+    return [{"start_char": s, "end_char": e, "label": label} for s, e, label in items]
 
 
 _SPAN = pa.struct([("start_char", pa.int64()), ("end_char", pa.int64()), ("label", pa.string())])

@@ -60,6 +60,19 @@ class HFShim(PyTorchShim):
             )
         return cast(PreTrainedModel, self._model)
 
+    def ensure_loaded(self, name: str) -> None:
+        """Load the model and tokenizer ``name`` (hub id or directory) unless one is loaded."""
+        if not self.loaded:
+            self.set_model(*load_hf(name, self.tokenizer_config, self.transformer_config))
+
+    def require_loaded(self, name: str) -> None:
+        """Raise, naming the fix, if no model is loaded yet."""
+        if not self.loaded:
+            raise ValueError(
+                f"The transformer model '{name}' is not loaded yet: call nlp.initialize() (or "
+                "model.initialize()) first, or load a saved pipeline (or model.from_disk)."
+            )
+
     @property
     def input_names(self) -> tuple[str, ...]:
         """The HF forward's input tensors, in the order the ONNX export takes them."""

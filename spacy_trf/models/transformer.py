@@ -20,7 +20,6 @@ from ..encoder import (
     encoder_options,
     get_shim,
     iter_batches,
-    load_hf,
 )
 from ..pieces import PieceTokenizer, SpanGetter
 from ..registry import architectures
@@ -92,12 +91,7 @@ def check_window_setting(window: Any, stride: Any) -> None:
 
 def init(model: Model, X: Any = None, Y: Any = None) -> None:
     """Load the HF model and tokenizer named in the config, unless already loaded."""
-    shim = get_shim(model)
-    if not shim.loaded:
-        hf_model, tokenizer = load_hf(
-            model.attrs["name"], model.attrs["tokenizer_config"], model.attrs["transformer_config"]
-        )
-        shim.set_model(hf_model, tokenizer)
+    get_shim(model).ensure_loaded(model.attrs["name"])
     ready(model)
 
 
@@ -111,11 +105,7 @@ def forward(
     model: Model, docs: list[Doc], is_train: bool
 ) -> tuple[list[DocTransformerOutput], Callable[[list[DocTransformerGradient]], list]]:
     shim = get_shim(model)
-    if not shim.loaded:
-        raise ValueError(
-            f"The transformer model '{model.attrs['name']}' is not loaded yet: call "
-            "nlp.initialize() (or model.initialize()) first, or load a saved pipeline."
-        )
+    shim.require_loaded(model.attrs["name"])
     plan = plan_docs(model, docs)
     outputs, backprop = encode(shim, shim.pieces, plan, encoder_options(model), is_train)
 

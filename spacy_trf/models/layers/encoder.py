@@ -13,7 +13,6 @@ from ...encoder import (
     encode,
     encoder_options,
     get_shim,
-    load_hf,
 )
 from ...pooling import TokenPooler, last_layer_rows
 from ...stitch import LayerRows, RowsGradient
@@ -57,20 +56,14 @@ def HFPieceEncoder(
 
 
 def _init(model: Model, X: Any = None, Y: Any = None) -> None:
-    shim = get_shim(model)
-    if not shim.loaded:
-        shim.set_model(*load_hf(model.attrs["name"], transformer_config=shim.transformer_config))
+    get_shim(model).ensure_loaded(model.attrs["name"])
 
 
 def _forward(
     model: Model, X: PieceBatch, is_train: bool
 ) -> tuple[list[LayerRows], Callable[[list[RowsGradient]], list]]:
     shim = get_shim(model)
-    if not shim.loaded:
-        raise ValueError(
-            f"The model '{model.attrs['name']}' is not loaded: call model.initialize() (or "
-            "model.from_disk) first."
-        )
+    shim.require_loaded(model.attrs["name"])
     if X.plan.n_windows:
         longest = int((X.plan.ends - X.plan.starts).max())
         check_window(shim, X.pieces, longest, model.attrs["name"], "TransformerTokenizer.v1")
