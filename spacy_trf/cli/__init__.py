@@ -257,6 +257,70 @@ def annotate_cli(
     )
 
 
+@app.command(
+    "train-ray",
+    cls=PlainHelp,
+    short_help="spacy train, data-parallel on Ray Train.",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def train_ray_cli(
+    ctx: typer.Context,
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Training config (.cfg)."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", metavar="DIR", help="Directory for model-best and model-last."
+    ),
+    workers: int = typer.Option(2, "--workers", "-w", metavar="N", help="Ray Train workers."),
+    threads: int = typer.Option(
+        1, "--threads-per-worker", metavar="N", help="torch threads (Ray CPUs) per worker."
+    ),
+    gpus: float = typer.Option(0, "--gpus-per-worker", metavar="N", help="GPUs per worker."),
+    address: str | None = typer.Option(
+        None, "--address", metavar="ADDRESS", help="An existing Ray cluster; default: a local one."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+    storage: str | None = typer.Option(
+        None, "--storage", metavar="PATH", help="Checkpoint storage shared by all nodes."
+    ),
+    max_failures: int = typer.Option(
+        0, "--max-failures", metavar="N", help="Restarts from the last checkpoint on failure."
+    ),
+    code: Path | None = typer.Option(
+        None, "--code", metavar="FILE", help="Python file with custom registered functions."
+    ),
+) -> None:
+    """Train like `spacy train` on N data-parallel workers; config overrides as in spacy train
+    (--paths.train ./train.spacy ...). Rerun with --resume to continue a stopped run."""
+    from spacy.cli._util import parse_config_overrides
+
+    _quiet_hub()
+    try:
+        from ..distributed import train
+    except ImportError as err:
+        typer.echo(f"Error: {err}. Install the extra: pip install 'spacy-trf[ray]'", err=True)
+        raise typer.Exit(1) from err
+    try:
+        result = train(
+            config,
+            output,
+            workers=workers,
+            threads_per_worker=threads,
+            gpus_per_worker=gpus,
+            overrides=parse_config_overrides(ctx.args),
+            address=address,
+            resume=resume,
+            storage=storage,
+            code=code,
+            max_failures=max_failures,
+        )
+    except (ValueError, FileNotFoundError, ConnectionError, RuntimeError) as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(
+        f"{result.steps} steps, {result.words} words, best score {result.best_score} -> "
+        f"{result.output / 'model-best'}"
+    )
+
+
 @app.command("demo", cls=PlainHelp, short_help="Show a text's pieces, alignment and similarities.")
 def demo_cli(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", **MODEL_OPTION),

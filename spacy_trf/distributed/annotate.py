@@ -7,7 +7,6 @@ A run stopped at any point is completed by running it again with ``resume=True``
 shards are skipped, the others are written again, whole.
 """
 
-import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -21,6 +20,7 @@ import torch
 from ray.data import DataContext
 from tqdm import tqdm
 
+from .cluster import connect
 from .inputs import Item, Shard, count_newlines, fingerprint, plan_shards, read_shard
 from .output import (
     FORMATS,
@@ -175,7 +175,8 @@ def annotate(
     # before anything is written
     planned = plan_shards(str(input), shard_mb, listing=source)
     manifest = _start_manifest(output, settings, resume)
-    started = _connect(address, workers * threads_per_worker, workers * gpus_per_worker)
+    started = connect(address, workers * threads_per_worker, workers * gpus_per_worker)
+    DataContext.get_current().enable_progress_bars = False
     try:
         shards = _numbered(planned)
         done = manifest["shards"]
@@ -262,31 +263,6 @@ def _start_manifest(output: Path, settings: dict[str, Any], resume: bool) -> dic
     manifest = {**settings, "shards": {}}
     write_manifest(output, manifest)
     return manifest
-
-
-def _connect(address: str | None, cpus: int, gpus: float) -> bool:
-    """Connect to ``address`` or start a local cluster; True if this call started Ray."""
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    if ray.is_initialized():
-        return False
-    if address:
-        try:
-            ray.init(address=address, logging_level=logging.WARNING)
-        except ConnectionError as err:
-            raise ConnectionError(
-                f"Could not connect to the Ray cluster at {address}: {err}. Check the address "
-                "that `ray start --head` printed; a cluster with token authentication also needs "
-                "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token)."
-            ) from err
-    else:
-        ray.init(
-            num_cpus=cpus,
-            num_gpus=int(np.ceil(gpus)) if gpus else None,  # workers x GPUs per worker
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-        )
-    DataContext.get_current().enable_progress_bars = False
-    return True
 
 
 def _numbered(shards: list[Shard]) -> list[Shard]:

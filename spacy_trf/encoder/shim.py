@@ -128,6 +128,11 @@ class HFShim(PyTorchShim):
             self._loss_scaling = False
             self._grad_scaler = PyTorchGradScaler(enabled=False)
 
+    @property
+    def loss_scaling(self) -> bool:
+        """Whether gradients are scaled (fp16 training on a GPU without bf16)."""
+        return self._loss_scaling
+
     def enable_loss_scaling(self, init_scale: float = 2.0**16) -> None:
         """Scale gradients in fp16 training (mixed precision without bf16), once."""
         if not self._loss_scaling:
