@@ -18,7 +18,7 @@ import spacy
 from spacy.tokens import DocBin
 from spacy.training.initialize import init_nlp
 from spacy.util import load_config
-from thinc.api import ConfigValidationError
+from thinc.api import Adam, ConfigValidationError
 
 pytest.importorskip("ray")
 
@@ -135,7 +135,7 @@ def test_state_round_trips_weights_optimizer_and_unseen_actions(
     (tmp_path / "ner.cfg").write_text(make_config(["ner"], model=model_dirs["roberta"]).to_str())
     config = load_config(tmp_path / "ner.cfg", overrides=setup["overrides"])
     nlp = init_nlp(config)
-    optimizer = nlp.resume_training()
+    optimizer = Adam(0.001, use_averages=True)
     from spacy.training import Example
 
     examples = [Example(d.copy(), d) for d in annotated_docs(nlp.vocab)]
@@ -147,7 +147,7 @@ def test_state_round_trips_weights_optimizer_and_unseen_actions(
     nodes[0].attrs["unseen_classes"] = {1, 3}
     save_state(tmp_path, TrainState(step=2, results=[[0.5, 0]]), params, optimizer, nodes)
     fresh = init_nlp(config)
-    fresh_optimizer = fresh.resume_training()
+    fresh_optimizer = Adam(0.001, use_averages=True)
     fresh_params, fresh_nodes = trainable_params(fresh), unseen_class_nodes(fresh)
     state = load_state(tmp_path, fresh_params, fresh_optimizer, fresh_nodes)
     assert state.step == 2 and state.best == (0.5, 0)
@@ -158,6 +158,8 @@ def test_state_round_trips_weights_optimizer_and_unseen_actions(
             np.testing.assert_array_equal(optimizer.mom1[a.key], fresh_optimizer.mom1[b.key])
             assert optimizer.nr_update[a.key] == fresh_optimizer.nr_update[b.key]
     assert len(fresh_optimizer.mom1) == len(optimizer.mom1) > 40  # encoder and heads
+    assert len(fresh_optimizer.averages) == len(optimizer.averages)
+    fresh.update(examples, sgd=fresh_optimizer)  # the restored state can be written to
 
 
 def test_workers_slice_the_same_batches(setup: dict[str, Any]) -> None:
@@ -187,8 +189,11 @@ def test_workers_slice_the_same_batches(setup: dict[str, Any]) -> None:
         assert a[0] == b[0] == step and a[1] == b[1] == epoch and a[3] == b[3] == words
         assert sorted(map(id, a[2] + b[2])) == sorted(map(id, batch))
     assert run(0, 1, start=3) == whole[3:]  # a resumed run continues with the same batches
+    # A batch with fewer examples than workers leaves a worker an empty slice, not fewer steps.
     small = [b for _, _, b, _ in whole if len(b) < 5]
-    assert small and len(run(0, 5)) == len(whole) - len(small)  # fewer examples than workers
+    last = run(4, 5)
+    assert small and len(last) == len(whole)
+    assert sum(not b for _, _, b, _ in last) == len(small)
 
 
 def test_bad_arguments_fail_before_anything_is_written(
@@ -198,9 +203,67 @@ def test_bad_arguments_fail_before_anything_is_written(
         train(tmp_path / "nope.cfg", tmp_path / "out1")
     with pytest.raises(ValueError, match="workers"):
         train(setup["config"], tmp_path / "out2", workers=0)
+    with pytest.raises(ValueError, match="GPUs per worker"):
+        train(setup["config"], tmp_path / "out2", gpus_per_worker=0.5)
     with pytest.raises(FileNotFoundError, match="Nothing to resume"):
         train(setup["config"], tmp_path / "out3", resume=True, overrides=setup["overrides"])
     bad = {**setup["overrides"], "training.logger.progress_bar": "no"}
     with pytest.raises(ConfigValidationError, match="progress_bar"):
         train(setup["config"], tmp_path / "out4", overrides=bad)
     assert not any((tmp_path / f"out{i}").exists() for i in range(1, 5))
+
+
+def _sum_on_two_workers(rank: int, store: str, results: Any) -> None:
+    """Worker ``rank`` of 2: a Thinc layer and a torch shim; worker 1 has no gradient for the
+    bias and sees action 2 (worker 0 action 1) of a parser-like node."""
+    import torch
+    import torch.distributed as dist
+    from thinc.api import Linear, PyTorchWrapper, chain
+
+    from spacy_trf.distributed.params import (
+        Param,
+        _model_params,
+        all_reduce_gradients,
+        sync_unseen_classes,
+    )
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = chain(Linear(3, 2), PyTorchWrapper(torch.nn.Linear(256, 300)))
+    model.initialize()
+    model.attrs["unseen_classes"] = {0, 1, 2, 3}
+    params: list[Param] = list(_model_params(model, set()))
+    for i, p in enumerate(params):
+        if p.tensor is not None:
+            p.tensor.grad = torch.full_like(p.tensor, float(rank + 1))
+        elif not (rank == 1 and p.name == "b"):
+            p.set_grad(torch.full_like(p.weight, float(10 * (rank + 1) + i)))
+    all_reduce_gradients(params, torch.device("cpu"))
+    model.attrs["unseen_classes"].discard(rank + 1)
+    sync_unseen_classes([model])
+    results.put((rank, [p.grad.numpy().tolist() for p in params], model.attrs["unseen_classes"]))
+    dist.destroy_process_group()
+
+
+def test_gradients_are_summed_and_unseen_actions_merged_over_workers(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_sum_on_two_workers, args=(r, str(tmp_path / "store"), results))
+        for r in (0, 1)
+    ]
+    for proc in procs:
+        proc.start()
+    got = {r: (g, u) for r, g, u in (results.get(timeout=120) for _ in procs)}
+    for proc in procs:
+        proc.join(timeout=60)
+    assert got[0] == got[1]  # every worker ends with the same gradients and actions
+    grads, unseen = got[0]
+    assert unseen == {0, 3}
+    thinc_w, thinc_b, torch_w, torch_b = (np.asarray(g) for g in grads)
+    assert torch_w.shape == (300, 256) and np.all(torch_w == 1 + 2)  # large: in place
+    assert np.all(torch_b == 1 + 2)  # small: through a flat buffer
+    assert np.all(thinc_w == 10 + 20)
+    assert np.all(thinc_b == 11)  # worker 1 had none: zeros there, and the sum on both

@@ -44,7 +44,8 @@ class Checkpoints:
         self.nlp, self.T, self.params, self.optimizer = nlp, training, params, optimizer
         self.class_nodes, self.rank = class_nodes, rank
         self.before_to_disk = create_before_to_disk_callback(training["before_to_disk"])
-        self.work = Path(tempfile.mkdtemp(prefix="spacy-trf-train-"))
+        # worker 0's pipelines between reports
+        self.work = Path(tempfile.mkdtemp(prefix="spacy-trf-train-")) if rank == 0 else None
         self.state = TrainState()
         self.reported = 0  # the step of the last report
 
@@ -55,9 +56,9 @@ class Checkpoints:
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
                 path = Path(folder)
+                check_same_config(TrainState.read(path), digest)
                 self.state = load_state(path, self.params, self.optimizer, self.class_nodes)
-                check_same_config(self.state, digest)
-                if (path / DIR_MODEL_BEST).is_dir():
+                if self.work is not None and (path / DIR_MODEL_BEST).is_dir():
                     shutil.copytree(path / DIR_MODEL_BEST, self.work / DIR_MODEL_BEST)
         self.reported = self.state.step
         return self.state
@@ -69,7 +70,7 @@ class Checkpoints:
         metrics = {"step": state.step, "epoch": state.epoch, "words": state.words}
         if info is not None:
             metrics["score"] = info["score"]
-        if self.rank != 0:
+        if self.work is None:
             ray.train.report(metrics, checkpoint=None)
             return
         nlp, last, best = self.nlp, self.work / DIR_MODEL_LAST, self.work / DIR_MODEL_BEST
@@ -94,7 +95,11 @@ class Checkpoints:
         """Report the steps since the last evaluation, as spaCy saves model-last at the end."""
         if self.reported != self.state.step:
             self.report(None, False)
-        shutil.rmtree(self.work, ignore_errors=True)
+
+    def close(self) -> None:
+        """Remove the pipelines kept between reports."""
+        if self.work is not None:
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 class PublishCheckpoints(UserCallback):
@@ -117,11 +122,14 @@ def publish(checkpoint: Checkpoint, output: Path) -> TrainState:
             source, target = Path(path) / name, output / name
             if not source.is_dir():
                 continue
-            staging = output / f".{name}.partial"
-            shutil.rmtree(staging, ignore_errors=True)
+            staging, old = output / f".{name}.partial", output / f".{name}.old"
+            for folder in (staging, old):
+                shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(source, staging)
-            shutil.rmtree(target, ignore_errors=True)
+            if target.exists():  # set aside, so that a kill leaves one of the two
+                os.replace(target, old)
             os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
         return TrainState.read(Path(path))
 
 

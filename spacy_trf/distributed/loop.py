@@ -18,15 +18,20 @@ from collections.abc import Callable, Iterable, Iterator
 from timeit import default_timer as timer
 from typing import Any, cast
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from spacy.language import Language
-from spacy.pipeline import TextCategorizer
+from spacy.pipeline import EntityLinker, TextCategorizer
 from spacy.training import Example
 from spacy.training.loop import subdivide_batch
 from thinc.api import Optimizer, constant
 
+from ..pipeline import Transformer
+from .params import trained_components
 from .state import TrainState
+
+MEAN_LOSSES = (TextCategorizer, EntityLinker)
 
 Batches = Iterator[tuple[int, int, list[Example], int]]
 OnEvaluated = Callable[[dict[str, Any], bool], None]
@@ -45,13 +50,15 @@ def global_batches(
 ) -> Batches:
     """(step, epoch, this worker's slice, words in the whole batch) from step ``start`` on.
 
-    Batches with fewer examples than workers are skipped on every worker alike (each worker
-    must take part in every step).
+    A slice can be empty (a batch with fewer examples than workers): the worker still takes
+    part in the step. The corpus is read with random states of its own (seeded by ``seed``
+    and the epoch), so that readers and augmenters that draw random numbers give every
+    worker the same examples.
     """
     rng = random.Random(seed)
     examples: list[Example] = []
     if max_epochs >= 0:
-        examples = list(corpus(nlp))
+        examples = list(_isolated(corpus(nlp), seed))
         if not examples:
             raise ValueError("The training corpus is empty: check [corpora.train] and its path.")
     step, epoch = 0, 0
@@ -60,14 +67,31 @@ def global_batches(
         if max_epochs >= 0:
             rng.shuffle(examples)
         else:  # a streamed corpus, read again each epoch
-            epoch_examples = corpus(nlp)
+            epoch_examples = _isolated(corpus(nlp), seed + epoch)
         for batch in batcher(epoch_examples):
-            if len(batch) < world:
-                continue
             if step >= start:
                 yield step, epoch, batch[rank::world], sum(len(eg) for eg in batch)
             step += 1
         epoch += 1
+
+
+def _isolated(items: Iterable[Example], seed: int) -> Iterator[Example]:
+    """``items``, each drawn under Python's and numpy's random states of its own."""
+    mine = (random.Random(seed).getstate(), np.random.RandomState(seed).get_state())
+    iterator = iter(items)
+    while True:
+        theirs = (random.getstate(), np.random.get_state())
+        random.setstate(mine[0])
+        np.random.set_state(mine[1])
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            mine = (random.getstate(), np.random.get_state())
+            random.setstate(theirs[0])
+            np.random.set_state(theirs[1])
+        yield item
 
 
 def train_loop(
@@ -92,18 +116,14 @@ def train_loop(
     for _ in range(state.step):
         next(dropouts)
     exclude, annotates = T["frozen_components"], T["annotating_components"]
-    trainable: list[Any] = [
-        proc
-        for name, proc in nlp.pipeline
-        if name not in exclude
-        and getattr(proc, "is_trainable", False)
-        and getattr(proc, "model", None) not in (True, False, None)
-    ]
+    trainable = trained_components(nlp, exclude)
+    encoders = [proc for proc in trainable if isinstance(proc, Transformer)]
     if _finished(T, state):  # a resumed run that had ended
         return
     losses: dict[str, float] = {}
     start = timer()
     for step, epoch, batch, words in batches:
+        started = timer()
         if T["before_update"]:
             T["before_update"](nlp, {"step": step, "epoch": epoch})
         dropout = next(dropouts)
@@ -116,11 +136,16 @@ def train_loop(
                 exclude=exclude,
                 annotates=annotates,
             )
+        for encoder in encoders:  # a backward still waiting for a listener runs now
+            encoder.flush_gradients()
+        synced = timer()
         sync()
+        state.sync_seconds += timer() - synced
         for proc in trainable:
             proc.finish_update(optimizer)
         optimizer.step_schedules()
         state.step, state.epoch, state.words = step + 1, epoch, state.words + words
+        state.seconds += timer() - started
         info: dict[str, Any] | None = None
         if not step % T["eval_frequency"]:
             with nlp.use_params(optimizer.averages):
@@ -165,13 +190,15 @@ def _total_losses(
     nlp: Language, losses: dict[str, float], device: torch.device
 ) -> dict[str, float]:
     """The losses since the last evaluation over all workers, as one worker on the whole
-    batches would report them: summed, but averaged for the text classifiers, whose loss
-    spaCy reports as a mean over the batch."""
-    names = [n for n in nlp.pipe_names if n in losses]
-    total = torch.tensor([float(losses[n]) for n in names], dtype=torch.float64, device=device)
+    batches would report them: summed, but averaged for the components whose loss spaCy
+    reports as a mean over the batch (text classifiers, entity linker)."""
+    names = [name for name, _ in nlp.pipeline]  # the same on every worker
+    values = [losses.get(n, 0.0) for n in names] + [float(n in losses) for n in names]
+    total = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(total)
-    world = dist.get_world_size()
+    sums, seen = total[: len(names)].tolist(), total[len(names) :].tolist()
     return {
-        name: value / world if isinstance(nlp.get_pipe(name), TextCategorizer) else value
-        for name, value in zip(names, total.tolist(), strict=True)
+        name: value / workers if isinstance(nlp.get_pipe(name), MEAN_LOSSES) else value
+        for name, value, workers in zip(names, sums, seen, strict=True)
+        if workers
     }

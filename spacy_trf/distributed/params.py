@@ -18,7 +18,8 @@ from thinc.types import FloatsXd
 
 from ..encoder import HFShim
 
-BUCKET = 1 << 24  # floats per all-reduce (64 MB): large models are summed in pieces
+BUCKET = 1 << 24  # floats per flat buffer (64 MB): large models are broadcast in pieces
+SMALL = 1 << 16  # gradients with fewer floats are summed together, in flat buffers
 
 
 @dataclass
@@ -65,17 +66,24 @@ class Param:
             self.node.set_grad(self.name, cast(FloatsXd, torch2xp(new)))
 
 
+def trained_components(nlp: Language, exclude: Iterable[str] = ()) -> list[Any]:
+    """The components that ``spacy train`` updates (and calls ``finish_update`` on)."""
+    return [
+        proc
+        for name, proc in nlp.pipeline
+        if name not in exclude
+        and getattr(proc, "is_trainable", False)
+        and isinstance(getattr(proc, "model", None), Model)
+    ]
+
+
 def trainable_params(nlp: Language, exclude: Iterable[str] = ()) -> list[Param]:
     """The parameters of the components that ``spacy train`` updates, in pipeline order, each
     once (a layer shared by two components is listed under the first)."""
     seen: set[tuple[str, int]] = set()
     params: list[Param] = []
-    for name, proc in nlp.pipeline:
-        model = getattr(proc, "model", None)
-        if name in exclude or not getattr(proc, "is_trainable", False):
-            continue
-        if isinstance(model, Model):
-            params.extend(_model_params(model, seen))
+    for proc in trained_components(nlp, exclude):
+        params.extend(_model_params(proc.model, seen))
     return params
 
 
@@ -83,20 +91,20 @@ def unseen_class_nodes(nlp: Language, exclude: Iterable[str] = ()) -> list[Model
     """The layers of the trained components that keep ``unseen_classes`` (spaCy's transition
     parsers mask the scores of the actions not yet seen in training), in pipeline order."""
     nodes: dict[int, Model] = {}
-    for name, proc in nlp.pipeline:
-        model = getattr(proc, "model", None)
-        if name not in exclude and isinstance(model, Model):
-            nodes.update((n.id, n) for n in model.walk() if "unseen_classes" in n.attrs)
+    for proc in trained_components(nlp, exclude):
+        nodes.update((n.id, n) for n in proc.model.walk() if "unseen_classes" in n.attrs)
     return list(nodes.values())
 
 
 def sync_unseen_classes(nodes: list[Model]) -> None:
     """An action that any worker has seen is seen on every worker (each saw its own slice), so
     that all mask the same actions, as one worker on the whole batches would."""
-    for node in nodes:
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, sorted(node.attrs["unseen_classes"]))
-        node.attrs["unseen_classes"].intersection_update(*gathered)
+    if not nodes or dist.get_world_size() == 1:
+        return
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, [sorted(n.attrs["unseen_classes"]) for n in nodes])
+    for i, node in enumerate(nodes):
+        node.attrs["unseen_classes"].intersection_update(*(classes[i] for classes in gathered))
 
 
 def _model_params(model: Model, seen: set[tuple[str, int]]) -> Iterator[Param]:
@@ -116,27 +124,40 @@ def _model_params(model: Model, seen: set[tuple[str, int]]) -> Iterator[Param]:
 
 
 def all_reduce_gradients(params: list[Param], device: torch.device) -> None:
-    """Sum every parameter's gradient over the workers, in place, bucket by bucket.
+    """Sum every parameter's gradient over the workers, in place: large gradients each on
+    their own (asynchronously), small ones together in flat buckets.
 
     A parameter without a gradient here counts as zeros and gets the sum if any worker had
     one, so that the optimizer steps the same parameters on every worker.
     """
-    for bucket in _buckets(params):
-        grads = [p.grad for p in bucket]
-        parts = [
-            (g if g is not None else p.weight.new_zeros(p.weight.shape)).reshape(-1)
-            for p, g in zip(bucket, grads, strict=True)
-        ]
-        present = torch.tensor([float(g is not None) for g in grads])
-        flat = torch.cat([part.to(device, torch.float32) for part in parts + [present]])
+    if dist.get_world_size() == 1:
+        return
+    present = torch.tensor([float(p.grad is not None) for p in params], device=device)
+    dist.all_reduce(present)
+    summed = [p for p, seen in zip(params, present.tolist(), strict=True) if seen]
+    for p in summed:
+        if p.grad is None:
+            p.set_grad(p.weight.new_zeros(p.weight.shape))
+    # Which way each gradient goes is decided from its weight, the same on every worker.
+    direct = [p.weight.numel() >= SMALL and p.weight.dtype == torch.float32 for p in summed]
+    pending = []
+    for p in (p for p, d in zip(summed, direct, strict=True) if d):
+        grad = cast(torch.Tensor, p.grad)
+        shared = grad.is_contiguous() and grad.device == device and grad.dtype == torch.float32
+        buffer = grad if shared else grad.contiguous().to(device, torch.float32)
+        pending.append((grad, buffer, dist.all_reduce(buffer, async_op=True)))
+    small = [p for p, d in zip(summed, direct, strict=True) if not d]
+    for bucket in _buckets(small):
+        grads = [cast(torch.Tensor, p.grad) for p in bucket]
+        flat = torch.cat([g.reshape(-1).to(device, torch.float32) for g in grads])
         dist.all_reduce(flat)
-        values, present = flat[: -len(bucket)], flat[-len(bucket) :]
-        offset = 0
-        for p, had, seen in zip(bucket, grads, present.tolist(), strict=True):
-            n = p.weight.numel()
-            if seen or had is not None:
-                p.set_grad(values[offset : offset + n])
-            offset += n
+        for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+            g.copy_(part.view_as(g))
+    for grad, buffer, work in pending:
+        if work is not None:
+            work.wait()
+        if buffer is not grad:
+            grad.copy_(buffer)
 
 
 def broadcast_weights(params: list[Param], device: torch.device, src: int = 0) -> None:

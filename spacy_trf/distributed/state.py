@@ -3,10 +3,12 @@
 position in ``trainable_params`` (Thinc's ids differ from process to process)."""
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import srsly
 from thinc.api import Model, Optimizer, get_current_ops, to_numpy
 
@@ -24,6 +26,8 @@ class TrainState:
     step (int): Steps done, i.e. the index of the next step.
     epoch (int): The epoch of the last step.
     words (int): Words seen by all workers together.
+    seconds (float): Time spent in the training steps (evaluations and checkpoints left out).
+    sync_seconds (float): The part of it spent summing gradients over the workers.
     results (list[list[float]]): (score, step) of every evaluation, as spaCy keeps them.
     config (str): A digest of the training config; a resumed run must have the same.
     """
@@ -31,6 +35,8 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     words: int = 0
+    seconds: float = 0.0
+    sync_seconds: float = 0.0
     results: list[list[float]] = field(default_factory=list)
     config: str = ""
 
@@ -53,7 +59,7 @@ def save_state(
     state: TrainState,
     params: list[Param],
     optimizer: Optimizer,
-    class_nodes: list[Model] = [],  # noqa: B006
+    class_nodes: Sequence[Model] = (),
 ) -> None:
     """Write ``state``, the raw weights, the optimizer's state and the parsers' unseen
     actions (``unseen_class_nodes``) under ``path``."""
@@ -75,7 +81,7 @@ def load_state(
     path: Path,
     params: list[Param],
     optimizer: Optimizer,
-    class_nodes: list[Model] = [],  # noqa: B006
+    class_nodes: Sequence[Model] = (),
 ) -> TrainState:
     """Restore what ``save_state`` wrote into ``params``, ``optimizer`` and ``class_nodes``;
     return the progress."""
@@ -95,7 +101,10 @@ def load_state(
         if table is None or name not in data:
             continue
         for i, value in data[name]:
-            table[params[i].key] = value if isinstance(value, int) else ops.asarray(value)
+            # msgpack's arrays are read-only views of the file's bytes: the optimizer writes
+            table[params[i].key] = (
+                value if isinstance(value, int) else ops.asarray(cast(Any, np.array(value)))
+            )
     state = TrainState.read(path)
     for _ in range(state.step):  # learning rate and other schedules, where they were
         optimizer.step_schedules()

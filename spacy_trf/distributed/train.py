@@ -17,11 +17,13 @@ import os
 import pickle
 import shutil
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import pyarrow.fs
 import ray.train
 import spacy
 import torch
@@ -37,7 +39,7 @@ from spacy.training.loop import (
 )
 from spacy.util import load_config, load_model_from_config, registry, resolve_dot_names
 from spacy.util import logger as spacy_logger
-from thinc.api import Config, Optimizer, require_gpu
+from thinc.api import Config, Optimizer, fix_random_seed, require_gpu
 
 from ..encoder import HFShim
 from .checkpoints import Checkpoints, PublishCheckpoints, check_same_config, publish
@@ -51,19 +53,28 @@ from .params import (
     trainable_params,
     unseen_class_nodes,
 )
-from .state import TrainState
+from .state import STATE_JSON, TrainState
 
 RUN = "train-ray"  # Ray's run folder (the checkpoints) under the storage path
+COLLECTIVE_TIMEOUT = 7200  # seconds
 
 
 @dataclass
 class TrainResult:
-    """A finished run: where its pipelines are and how far it got."""
+    """A finished run: where its pipelines are and how far it got.
+
+    steps (int): Steps taken; words (int): words trained on, by all workers together.
+    best_score (float | None): The best weighted dev score (model-best's).
+    seconds (float): Time in the training steps (all sessions of a resumed run together;
+        evaluations and checkpoints left out), sync_seconds of it summing gradients.
+    """
 
     output: Path
     steps: int
     words: int
     best_score: float | None
+    seconds: float
+    sync_seconds: float
 
 
 def train(
@@ -101,31 +112,25 @@ def train(
         spacy.util.import_file("spacy_trf_user_code", str(code))
     text = _validated_config(config, overrides or {})
     digest = hashlib.sha256(text.encode("utf8")).hexdigest()
-    storage_path = storage or str(output)
-    _prepare_output(output, storage_path, resume, digest)
+    storage_path, name = _run_location(output, storage)
+    _prepare_output(output, storage_path, name, resume, digest)
     # Ray Train's per-report INFO lines (and, without a dashboard, its state-API warnings every
     # second) would bury spaCy's table; its print patch would print every line twice.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     started = connect(address, workers * threads_per_worker, workers * gpus_per_worker, "ERROR")
     try:
-        trainer = TorchTrainer(
-            _worker,
-            train_loop_config={
+        trainer = _trainer(
+            {
                 "config": text,
                 "digest": digest,
                 "threads": threads_per_worker,
                 "gpu": gpus_per_worker > 0,
                 "code": str(Path(code).resolve()) if code else None,
             },
-            scaling_config=ScalingConfig(
-                num_workers=workers,
-                use_gpu=gpus_per_worker > 0,
-                resources_per_worker={"CPU": threads_per_worker}
-                | ({"GPU": gpus_per_worker} if gpus_per_worker else {}),
-            ),
-            torch_config=TorchConfig(backend="nccl" if gpus_per_worker else "gloo"),
-            run_config=RunConfig(
-                name=RUN,
+            workers,
+            gpus_per_worker,
+            RunConfig(
+                name=name,
                 storage_path=storage_path,
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
                 failure_config=FailureConfig(max_failures=max_failures),
@@ -142,7 +147,32 @@ def train(
         raise RuntimeError("Training ended without a checkpoint.")
     state = publish(result.checkpoint, output)
     best = state.best
-    return TrainResult(output, state.step, state.words, best[0] if best else None)
+    return TrainResult(
+        output,
+        state.step,
+        state.words,
+        best[0] if best else None,
+        state.seconds,
+        state.sync_seconds,
+    )
+
+
+def _trainer(
+    loop_config: dict[str, Any], workers: int, gpus: float, run: RunConfig
+) -> TorchTrainer:
+    """Ray Train's trainer: ``workers`` workers of ``loop_config["threads"]`` CPUs (and a GPU
+    each with ``gpus``). Worker 0 evaluates while the others wait in a collective: the
+    timeout leaves two hours for an evaluation."""
+    resources = {"CPU": loop_config["threads"]} | ({"GPU": gpus} if gpus else {})
+    return TorchTrainer(
+        _worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources
+        ),
+        torch_config=TorchConfig(backend="nccl" if gpus else "gloo", timeout_s=COLLECTIVE_TIMEOUT),
+        run_config=run,
+    )
 
 
 def _validated_config(path: str | Path, overrides: dict[str, Any]) -> str:
@@ -195,6 +225,8 @@ def _train_worker(cfg: dict[str, Any]) -> None:
     checkpoints = Checkpoints(nlp, T, params, optimizer, class_nodes, rank)
     state = checkpoints.restore(ray.train.get_checkpoint(), cfg["digest"])
     broadcast_weights(params, device)
+    # Dropout masks of their own per worker and session (the batches have their own seed).
+    fix_random_seed(((T["seed"] or 0) * 1_000_003 + rank * 7_919 + state.step) % 2**32)
 
     def sync() -> None:
         all_reduce_gradients(params, device)
@@ -224,12 +256,18 @@ def _train_worker(cfg: dict[str, Any]) -> None:
             rank=rank,
             device=device,
         )
+        checkpoints.finish()
     finally:
         finalize()
-    checkpoints.finish()
+        checkpoints.close()
 
 
-def _logger(nlp: Language, T: dict[str, Any], optimizer: Optimizer, rank: int) -> tuple[Any, Any]:
+LogStep = Callable[[dict[str, Any] | None], None]
+
+
+def _logger(
+    nlp: Language, T: dict[str, Any], optimizer: Optimizer, rank: int
+) -> tuple[LogStep, Callable[[], None]]:
     """spaCy's configured logger on worker 0 (its console table); nothing elsewhere."""
     if rank != 0:
         return (lambda info: None), (lambda: None)
@@ -258,26 +296,51 @@ def _check_precision(params: list[Param]) -> None:
             )
 
 
-def _prepare_output(output: Path, storage: str, resume: bool, digest: str) -> None:
-    """A new run starts clean (as ``spacy train`` replaces model-best/model-last); a resumed
-    one needs its checkpoints, from the same config (checked here where they are local)."""
-    run = Path(storage) / RUN
+def _run_location(output: Path, storage: str | None) -> tuple[str, str]:
+    """Ray's storage path and run name: ``OUTPUT/train-ray`` by default; under a shared
+    ``storage``, a run named after the output directory."""
+    if storage is None:
+        return str(output), RUN
     local = "://" not in storage
+    return (str(Path(storage).resolve()) if local else storage), f"{RUN}-{output.name}"
+
+
+def _prepare_output(output: Path, storage: str, name: str, resume: bool, digest: str) -> None:
+    """A new run starts clean (as ``spacy train`` replaces model-best/model-last), but never
+    deletes a run on remote storage; a resumed one needs its checkpoints, from the same
+    config."""
+    fs, base = pyarrow.fs.FileSystem.from_uri(storage)
+    run = f"{base.rstrip('/')}/{name}"
+    snapshot = f"{run}/checkpoint_manager_snapshot.json"
+    exists = fs.get_file_info(snapshot).type != pyarrow.fs.FileType.NotFound
     if resume:
-        snapshot = run / "checkpoint_manager_snapshot.json"
-        if local and not snapshot.is_file():
+        if not exists:
             raise FileNotFoundError(
-                f"Nothing to resume: no checkpoints at {run}. Train without --resume first."
+                f"Nothing to resume: no checkpoints at {storage}/{name}. Train without --resume."
             )
-        if local:
-            latest = json.loads(snapshot.read_text(encoding="utf8"))["latest_checkpoint_result"]
+        try:
+            with fs.open_input_stream(snapshot) as f:
+                latest = json.loads(f.read())["latest_checkpoint_result"]
             if latest is not None:
-                check_same_config(TrainState.read(run / latest["checkpoint_dir_name"]), digest)
+                with fs.open_input_stream(
+                    f"{run}/{latest['checkpoint_dir_name']}/{STATE_JSON}"
+                ) as f:
+                    state = TrainState(**json.loads(f.read()))
+                check_same_config(state, digest)
+        except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
+            raise ValueError(
+                f"Cannot resume from {storage}/{name}: its last checkpoint is unreadable ({err}). "
+                "Train without --resume, or into a new output directory."
+            ) from err
         return
-    if local:
-        shutil.rmtree(run, ignore_errors=True)
-    for name in (DIR_MODEL_BEST, DIR_MODEL_LAST):
-        shutil.rmtree(output / name, ignore_errors=True)
+    if exists and "://" in storage:
+        raise ValueError(
+            f"{storage}/{name} holds a run: add --resume to continue it, or choose another "
+            "output directory (the run is named after it) or --storage."
+        )
+    shutil.rmtree(Path(run), ignore_errors=True)
+    for folder in (DIR_MODEL_BEST, DIR_MODEL_LAST):
+        shutil.rmtree(output / folder, ignore_errors=True)
     output.mkdir(parents=True, exist_ok=True)
 
 
@@ -294,8 +357,10 @@ def _check_args(
     for name, value in (("workers", workers), ("threads per worker", threads)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    if not isinstance(gpus, int | float) or gpus < 0:
-        raise ValueError(f"GPUs per worker must be a number >= 0, got {gpus!r}.")
+    if gpus not in (0, 1):
+        raise ValueError(
+            f"GPUs per worker must be 0 (CPU) or 1 (each worker on its own GPU), got {gpus!r}."
+        )
     if not isinstance(max_failures, int) or max_failures < 0:
         raise ValueError(f"max failures must be an integer >= 0, got {max_failures!r}.")
     if code is not None and not Path(code).is_file():

@@ -129,6 +129,11 @@ class HFShim(PyTorchShim):
             self._grad_scaler = PyTorchGradScaler(enabled=False)
 
     @property
+    def has_gradients(self) -> bool:
+        """Whether any weight of the HF model has a gradient to step with."""
+        return self.loaded and any(p.grad is not None for p in self.hf_model.parameters())
+
+    @property
     def loss_scaling(self) -> bool:
         """Whether gradients are scaled (fp16 training on a GPU without bf16)."""
         return self._loss_scaling

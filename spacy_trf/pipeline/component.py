@@ -306,10 +306,17 @@ class Transformer(TrainablePipe):
         self.gradients.flush()
         self._step(sgd)
 
+    def flush_gradients(self) -> None:
+        """Run the backward of the batch in flight with the gradients its listeners sent so far
+        (data-parallel training sums the gradients between the backward and the step)."""
+        self.gradients.flush()
+
     def _step(self, sgd: Optimizer) -> None:
         """Thinc's update of the weights that got a gradient since the last step (the HF
-        encoder's at ``learn_rate_scale`` times the rate)."""
-        if self.frozen or not self.gradients.has_gradient:
+        encoder's at ``learn_rate_scale`` times the rate), here or from other workers."""
+        if self.frozen:
+            return
+        if not self.gradients.has_gradient and not get_shim(self.model).has_gradients:
             return
         self.gradients.has_gradient = False
         self.model.finish_update(sgd)
