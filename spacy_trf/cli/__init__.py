@@ -1,13 +1,16 @@
 """The ``spacy-trf`` command line (also ``python -m spacy_trf``)."""
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from typer.core import TyperCommand
 
 from .init_config import COMPONENTS, DEFAULT_MODEL, OPTIMIZE, make_config, write_config
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="spacy-trf",
@@ -61,6 +64,22 @@ def _quiet_hub() -> None:
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
+
+
+def _on_ray(run: Callable[[Any], T]) -> T:
+    """``run(spacy_trf.distributed)``; a missing ``ray`` extra or a bad input exits with one
+    line naming it."""
+    _quiet_hub()
+    try:
+        from .. import distributed
+    except ImportError as err:
+        typer.echo(f"Error: {err}. Install the extra: pip install 'spacy-trf[ray]'", err=True)
+        raise typer.Exit(1) from err
+    try:
+        return run(distributed)
+    except (ValueError, FileNotFoundError, ConnectionError, RuntimeError) as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from err
 
 
 def _split(value: str) -> list[str]:
@@ -226,14 +245,8 @@ def annotate_cli(
 ) -> None:
     """Annotate a corpus with a saved pipeline on Ray Data: one output file per input shard,
     manifest.json, errors.jsonl; rerun with --resume to finish a stopped run."""
-    _quiet_hub()
-    try:
-        from ..distributed import annotate
-    except ImportError as err:
-        typer.echo(f"Error: {err}. Install the extra: pip install 'spacy-trf[ray]'", err=True)
-        raise typer.Exit(1) from err
-    try:
-        result = annotate(
+    result = _on_ray(
+        lambda distributed: distributed.annotate(
             pipeline,
             input,
             output,
@@ -248,9 +261,7 @@ def annotate_cli(
             shard_mb=shard_mb,
             code=code,
         )
-    except (ValueError, FileNotFoundError, ConnectionError, RuntimeError) as err:
-        typer.echo(f"Error: {err}", err=True)
-        raise typer.Exit(1) from err
+    )
     typer.echo(
         f"{result.docs} documents in {result.shards} shards ({result.skipped} done before), "
         f"{result.errors} errors (errors.jsonl) -> {result.output}"
@@ -292,14 +303,8 @@ def train_ray_cli(
     (--paths.train ./train.spacy ...). Rerun with --resume to continue a stopped run."""
     from spacy.cli._util import parse_config_overrides
 
-    _quiet_hub()
-    try:
-        from ..distributed import train
-    except ImportError as err:
-        typer.echo(f"Error: {err}. Install the extra: pip install 'spacy-trf[ray]'", err=True)
-        raise typer.Exit(1) from err
-    try:
-        result = train(
+    result = _on_ray(
+        lambda distributed: distributed.train(
             config,
             output,
             workers=workers,
@@ -312,9 +317,7 @@ def train_ray_cli(
             code=code,
             max_failures=max_failures,
         )
-    except (ValueError, FileNotFoundError, ConnectionError, RuntimeError) as err:
-        typer.echo(f"Error: {err}", err=True)
-        raise typer.Exit(1) from err
+    )
     typer.echo(
         f"{result.steps} steps, {result.words} words, best score {result.best_score} -> "
         f"{result.output / 'model-best'}"

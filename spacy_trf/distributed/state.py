@@ -43,7 +43,12 @@ class TrainState:
     @classmethod
     def read(cls, path: Path) -> "TrainState":
         """The progress saved under ``path``."""
-        return cls(**json.loads((path / STATE_JSON).read_text(encoding="utf8")))
+        return cls.from_json((path / STATE_JSON).read_text(encoding="utf8"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "TrainState":
+        """The progress in the text of a ``state.json``."""
+        return cls(**json.loads(text))
 
     @property
     def best(self) -> tuple[float, int] | None:

@@ -325,7 +325,7 @@ def _prepare_output(output: Path, storage: str, name: str, resume: bool, digest:
                 with fs.open_input_stream(
                     f"{run}/{latest['checkpoint_dir_name']}/{STATE_JSON}"
                 ) as f:
-                    state = TrainState(**json.loads(f.read()))
+                    state = TrainState.from_json(f.read())
                 check_same_config(state, digest)
         except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
             raise ValueError(
