@@ -234,3 +234,44 @@ def build_gpt2(path: str | Path) -> str:
     )
     GPT2Model(config).save_pretrained(path)
     return str(path)
+
+
+def build_head(
+    source: str,
+    path: str | Path,
+    labels: list[str],
+    kind: str = "token",
+    outside_bias: float = 0.0,
+    multi_label: bool = False,
+) -> str:
+    """Save ``source``'s encoder with a random classification head over ``labels`` in ``path``
+    (``kind`` "token" or "sequence"), as a fine-tuned Hub model is saved. The head's weights
+    are scaled up so that predictions are confident, and ``outside_bias`` is added to the
+    first label's logit (sparse entities, as a real NER model gives)."""
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
+
+    auto = AutoModelForTokenClassification if kind == "token" else AutoModelForSequenceClassification
+    torch.manual_seed(SEED)
+    extra = {"problem_type": "multi_label_classification"} if multi_label else {}
+    model = auto.from_pretrained(
+        source,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        **extra,
+    )
+    head: torch.nn.Linear | None = None
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.out_features == len(labels):
+                head = module
+        assert head is not None
+        head.weight.mul_(10.0)
+        head.bias[0] += outside_bias
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(source).save_pretrained(path)
+    return str(path)

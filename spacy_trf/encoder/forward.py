@@ -22,6 +22,7 @@ from ..windows import WindowBatch, WindowPlan
 from .loading import max_sequence_length
 from .options import EncoderOptions
 from .shim import HFShim
+from .streams import output_streams
 
 EncodeBackprop = Callable[[list[DocTransformerGradient]], None]
 
@@ -40,9 +41,10 @@ def encode(
     config = hf_model.config
     want_hidden, want_attn = options.output_hidden_states, options.output_attentions
     n_special = tok.template.n_special
+    want_hidden = want_hidden and shim.head is None
     n_streams = config.num_hidden_layers + 1 if want_hidden else 1
     rows = StitchedRows.empty(
-        plan, n_streams, n_special, config.hidden_size, shim.device, want_attn
+        plan, n_streams, n_special, shim.output_width, shim.device, want_attn
     )
     flags = forward_flags(options, config)
     hf_model.train(is_train)
@@ -53,7 +55,7 @@ def encode(
         if predict is None:
             with torch.enable_grad(), autocast:
                 out = hf_model(**inputs, **flags)
-            streams = list(out.hidden_states) if want_hidden else [out.last_hidden_state]
+            streams = output_streams(out, want_hidden, batch.input_ids.shape[1])
             attentions = out.attentions if want_attn else None
             kept.append((batch, streams))
         else:

@@ -11,7 +11,14 @@ from typing import Any, TypeVar
 
 import srsly
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+)
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
@@ -33,6 +40,12 @@ HUB_KWARGS = {
     "token",
     "local_files_only",
     "subfolder",
+}
+# Classification heads an encoder can come with: the head name -> the auto class and the ending of
+# its architectures' class names (BertForTokenClassification, ...).
+HEADS: dict[str, tuple[Any, str]] = {
+    "token": (AutoModelForTokenClassification, "ForTokenClassification"),
+    "sequence": (AutoModelForSequenceClassification, "ForSequenceClassification"),
 }
 # Decoder-style families that still read text bidirectionally and are fine as encoders.
 BIDIRECTIONAL_CAUSAL_LM = {"xlnet"}
@@ -96,6 +109,21 @@ def check_encoder(config: PretrainedConfig, name: str) -> None:
         )
 
 
+def check_head(config: PretrainedConfig, name: str, head: str) -> None:
+    """Raise unless the config describes a model fine-tuned with the ``head`` classifier."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {sorted(HEADS)}, got {head!r}.")
+    architectures = list(getattr(config, "architectures", None) or [])
+    auto_class, ending = HEADS[head]
+    if not any(str(a).endswith(ending) for a in architectures):
+        found = ", ".join(architectures) or "none recorded"
+        raise ModelLoadError(
+            f"'{name}' has no {ending[3:]} head (its architectures: {found}). Use a model "
+            f"fine-tuned with {auto_class.__name__} (config.json names a *{ending} class), or "
+            "fine-tune this encoder in spaCy with the trf component and a listening component."
+        )
+
+
 def load_tokenizer(name: str, tokenizer_config: dict[str, Any]) -> Any:
     """Load the model's own fast tokenizer; slow tokenizers have no offsets and are refused."""
     try:
@@ -115,8 +143,10 @@ def load_hf(
     name: str,
     tokenizer_config: dict[str, Any] | None = None,
     transformer_config: dict[str, Any] | None = None,
+    head: str | None = None,
 ) -> tuple[torch.nn.Module, Any]:
-    """Load an encoder and its fast tokenizer from a hub id or a local directory."""
+    """Load an encoder and its fast tokenizer from a hub id or a local directory; with ``head``
+    ("token" or "sequence") the encoder with its fine-tuned classification head."""
     source = resolve_name(name)
     transformer_config = dict(transformer_config or {})
     hub_kwargs = {k: v for k, v in transformer_config.items() if k in HUB_KWARGS}
@@ -133,10 +163,13 @@ def load_hf(
         )
         raise ModelLoadError(f"Could not load model '{name}'. {hint} ({err})") from err
     check_encoder(config, name)
+    if head is not None:
+        check_head(config, name, head)
     tokenizer = load_tokenizer(source, dict(tokenizer_config or {}))
+    auto_class = AutoModel if head is None else HEADS[head][0]
     try:
         with quiet_progress():
-            model = AutoModel.from_pretrained(source, **transformer_config)
+            model = auto_class.from_pretrained(source, **transformer_config)
     except (OSError, ValueError, TypeError) as err:
         raise ModelLoadError(f"Could not load the weights of '{name}': {err}") from err
     return model, tokenizer
@@ -204,7 +237,7 @@ def max_sequence_length(hf_model: torch.nn.Module, tokenizer: Any) -> int | None
         limits.append(tok_max)
     n_pos = getattr(hf_model.config, "max_position_embeddings", None)
     if isinstance(n_pos, int) and n_pos > 0:
-        embeddings = getattr(hf_model, "embeddings", None)
+        embeddings = getattr(getattr(hf_model, "base_model", hf_model), "embeddings", None)
         positions = getattr(embeddings, "position_embeddings", None)
         pad = getattr(positions, "padding_idx", None)
         # RoBERTa-style position ids start after the padding index.

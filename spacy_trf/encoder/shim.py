@@ -23,6 +23,9 @@ from .options import EncoderOptions
 class HFShim(PyTorchShim):
     """Owns an HF encoder and its tokenizer, serialized as an HF directory.
 
+    With ``head`` ("token" or "sequence") the model is the encoder with its fine-tuned
+    classification head, and its output rows are the head's logits (streams.py).
+
     The model is loaded lazily (at initialize or from_disk/from_bytes), so that a pipeline can be
     built from its config without the original model files. ``options`` say how it runs
     (options.py); ``backends`` runs predictions (encoder/backends); ``weights_version`` counts
@@ -34,8 +37,10 @@ class HFShim(PyTorchShim):
         tokenizer_config: dict[str, Any] | None = None,
         transformer_config: dict[str, Any] | None = None,
         options: EncoderOptions | None = None,
+        head: str | None = None,
     ) -> None:
         super().__init__(None)
+        self.head = head
         self.tokenizer: Any = None
         self.pieces: PieceTokenizer | None = None
         # Loading options (trust_remote_code, attn_implementation, ...) reused for saved copies.
@@ -63,7 +68,16 @@ class HFShim(PyTorchShim):
     def ensure_loaded(self, name: str) -> None:
         """Load the model and tokenizer ``name`` (hub id or directory) unless one is loaded."""
         if not self.loaded:
-            self.set_model(*load_hf(name, self.tokenizer_config, self.transformer_config))
+            self.set_model(*self._load(name))
+
+    def _load(self, name: str) -> tuple[torch.nn.Module, Any]:
+        return load_hf(name, self.tokenizer_config, self.transformer_config, self.head)
+
+    @property
+    def output_width(self) -> int:
+        """Columns of the output rows: the hidden size, or the head's number of labels."""
+        config = self.hf_model.config
+        return int(config.num_labels if self.head else config.hidden_size)
 
     def require_loaded(self, name: str) -> None:
         """Raise, naming the fix, if no model is loaded yet."""
@@ -225,8 +239,7 @@ class HFShim(PyTorchShim):
                 f"No saved transformer at '{path}' (config.json missing): the pipeline directory "
                 "is incomplete. Save it again with nlp.to_disk()."
             )
-        model, tokenizer = load_hf(str(path), self.tokenizer_config, self.transformer_config)
-        self.set_model(model, tokenizer)
+        self.set_model(*self._load(str(path)))
         if (Path(path) / ONNX_FILE).is_file():
             self.backends.found_onnx(Path(path) / ONNX_FILE, self.weights_version)
         return self

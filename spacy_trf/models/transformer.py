@@ -50,6 +50,26 @@ def TransformerModel(
     output_hidden_states (bool): Also return every layer's hidden states.
     output_attentions (bool): Also return attention weights, per window.
     """
+    return transformer_model(
+        name, get_spans, window, stride, tokenizer_config, transformer_config,
+        EncoderOptions(
+            output_hidden_states=output_hidden_states, output_attentions=output_attentions
+        ),
+    )  # fmt: skip
+
+
+def transformer_model(
+    name: str,
+    get_spans: SpanGetter,
+    window: int,
+    stride: int,
+    tokenizer_config: dict[str, Any],
+    transformer_config: dict[str, Any],
+    options: EncoderOptions,
+    head: str | None = None,
+) -> DocsToOutputsModelT:
+    """TransformerModel.v1's model; with ``head`` ("token" or "sequence") over a model with
+    that fine-tuned classification head, whose output rows are then its logits."""
     check_window_setting(window, stride)
     if not callable(get_spans):
         raise ValueError(f"get_spans must be a span getter function, got {get_spans!r}.")
@@ -59,14 +79,11 @@ def TransformerModel(
     ):
         if not isinstance(cfg, dict):
             raise ValueError(f"{key} must be a dict of keyword arguments, got {cfg!r}.")
-    options = EncoderOptions(
-        output_hidden_states=output_hidden_states, output_attentions=output_attentions
-    )
     return Model(
         "spacy-trf.TransformerModel",
         forward,
         init=init,
-        shims=[HFShim(tokenizer_config, transformer_config, options)],
+        shims=[HFShim(tokenizer_config, transformer_config, options, head)],
         attrs={
             "name": name,
             "get_spans": get_spans,
@@ -135,4 +152,11 @@ def iter_inputs(model: Model, docs: list[Doc]) -> list[dict[str, torch.Tensor]]:
     return [inputs for _, _, inputs in iter_batches(shim, shim.pieces, plan, options)]
 
 
-__all__ = ["TransformerModel", "check_window_setting", "iter_inputs", "plan_docs", "ready"]
+__all__ = [
+    "TransformerModel",
+    "check_window_setting",
+    "iter_inputs",
+    "plan_docs",
+    "ready",
+    "transformer_model",
+]

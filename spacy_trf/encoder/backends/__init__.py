@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..streams import output_streams
 from .bf16 import bf16_autocast
 from .compile import compile_model
 from .int8 import quantize_int8
@@ -149,6 +150,11 @@ class InferenceBackends:
         backend = resolve_backend(self.name, device)
         want_hidden = bool(flags.get("output_hidden_states"))
         if backend == "onnx":
+            if getattr(hf_model, "base_model", hf_model) is not hf_model:
+                raise ValueError(
+                    'inference = "onnx" runs bare encoders only (the trf component); for a model '
+                    'with a classification head use "torch", "bf16" or "int8".'
+                )
             check_attentions(backend, bool(flags.get("output_attentions")))
             return self._onnx_predictor(hf_model, version, input_names, want_hidden)
         model = hf_model
@@ -167,8 +173,8 @@ class InferenceBackends:
         def predict(inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
             with torch.inference_mode(), autocast:
                 out = model(**inputs, **flags)
-            streams = list(out.hidden_states) if want_hidden else [out.last_hidden_state]
-            return streams, getattr(out, "attentions", None)
+            length = next(iter(inputs.values())).shape[1]
+            return output_streams(out, want_hidden, length), getattr(out, "attentions", None)
 
         return predict
 

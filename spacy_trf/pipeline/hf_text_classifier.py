@@ -1,0 +1,127 @@
+"""``hf_text_classifier``: a fine-tuned Hugging Face sequence classifier (sentiment, topic, ...)
+as a spaCy component that sets ``doc.cats``.
+
+Single-label models (``problem_type`` other than "multi_label_classification") give a softmax,
+multi-label ones independent sigmoids. A doc longer than one window gets the mean of its
+windows' logits, then the softmax or sigmoid; an empty doc gets the scores of zero logits.
+"""
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from spacy.language import Language
+from spacy.scorer import Scorer
+from spacy.tokens import Doc
+from spacy.training import Example
+from thinc.types import Floats2d
+
+from ..heads import HFTextClassifier
+from ..pieces import configure_doc_spans
+from .hf_pipe import HF_PIPE_DEFAULTS, HFPipe
+
+
+@Language.factory(
+    "hf_text_classifier",
+    assigns=["doc.cats"],
+    default_config={"model": None, "threshold": 0.5, **HF_PIPE_DEFAULTS},
+    default_score_weights={
+        "cats_score": 1.0, "cats_score_desc": None, "cats_micro_p": None, "cats_micro_r": None,
+        "cats_micro_f": None, "cats_macro_p": None, "cats_macro_r": None, "cats_macro_f": None,
+        "cats_macro_auc": None, "cats_f_per_type": None,
+    },  # fmt: skip
+)
+def make_hf_text_classifier(
+    nlp: Language,
+    name: str,
+    model: str | None,
+    threshold: float,
+    window: int,
+    stride: int,
+    max_batch_pieces: int,
+    inference: str,
+    learn_rate_scale: float,
+) -> "HFTextClassifierPipe":
+    """Create an hf_text_classifier.
+
+    model (str): Hub id or local directory of an AutoModelForSequenceClassification.
+    threshold (float): Score above which a label counts as assigned, for the scores of
+        multi-label models.
+    window, stride, max_batch_pieces, inference, learn_rate_scale: As for hf_token_classifier.
+    """
+    if not isinstance(model, str) or not model:
+        raise ValueError(
+            "hf_text_classifier needs 'model': a hub id or the directory of an "
+            "AutoModelForSequenceClassification, e.g. config={'model': "
+            f"'distilbert-base-uncased-finetuned-sst-2-english'}}; got {model!r}."
+        )
+    if not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}.")
+    thinc_model = HFTextClassifier(model, configure_doc_spans(), window, stride, {}, {})
+    pipe = HFTextClassifierPipe(
+        nlp.vocab, thinc_model, name, model, max_batch_pieces=max_batch_pieces,
+        inference=inference, learn_rate_scale=learn_rate_scale,
+    )  # fmt: skip
+    pipe.cfg["threshold"] = float(threshold)
+    return pipe
+
+
+class HFTextClassifierPipe(HFPipe):
+    """Sets ``doc.cats`` from a sequence classification head."""
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether the model is multi-label (False before it is loaded)."""
+        shim = self.shim
+        return shim.loaded and shim.hf_model.config.problem_type == "multi_label_classification"
+
+    def _activate(self, logits: Floats2d) -> Floats2d:
+        ops = self.model.ops
+        if self.multi_label:
+            return ops.sigmoid(logits)
+        return ops.softmax(logits) if len(logits) else logits
+
+    def set_annotations(self, docs: Iterable[Doc], scores: Floats2d) -> None:
+        probs = np.asarray(self.model.ops.to_numpy(self._activate(scores)))
+        labels = self.labels
+        for doc, row in zip(docs, probs.tolist(), strict=True):
+            doc.cats.update(zip(labels, row, strict=True))
+
+    def get_loss(self, examples: Iterable[Example], scores: Floats2d) -> tuple[float, Any]:
+        """Cross-entropy (softmax) or binary cross-entropy (sigmoid) against the gold cats;
+        labels missing from a doc's gold cats do not count."""
+        ops, xp = self.model.ops, self.model.ops.xp
+        labels = self.labels
+        truth = np.zeros(scores.shape, dtype="f")
+        mask = np.zeros(scores.shape, dtype="f")
+        for i, eg in enumerate(examples):
+            for j, label in enumerate(labels):
+                if label in eg.reference.cats:
+                    truth[i, j] = eg.reference.cats[label]
+                    mask[i, j] = 1.0
+        if not self.multi_label:  # a doc counts only with every label given
+            mask[:] = mask.min(axis=1, keepdims=True)
+        probs = self._activate(scores)
+        t, m = ops.asarray2f(truth), ops.asarray2f(mask)
+        p = xp.clip(probs, 1e-8, 1 - 1e-8)
+        if self.multi_label:
+            loss = -(m * (t * xp.log(p) + (1 - t) * xp.log(1 - p))).sum()
+        else:
+            loss = -(m * t * xp.log(p)).sum()
+        return float(loss), (probs - t) * m
+
+    def _check_examples(self, examples: list[Example]) -> None:
+        known = set(self.labels)
+        unknown = {label for eg in examples for label in eg.reference.cats} - known
+        if unknown:
+            raise ValueError(
+                f"The training data has categories the model '{self.cfg['model']}' lacks: "
+                f"{sorted(unknown)[:10]}. A fine-tuned head keeps its label set: train on data "
+                "with its labels, or use spaCy's textcat for new ones."
+            )
+
+    def score(self, examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
+        return Scorer.score_cats(
+            examples, "cats", labels=self.labels, multi_label=self.multi_label,
+            threshold=self.cfg["threshold"],
+        )  # fmt: skip
