@@ -254,7 +254,7 @@ def build_head(
         AutoTokenizer,
     )
 
-    auto = AutoModelForTokenClassification if kind == "token" else AutoModelForSequenceClassification
+    auto = {"token": AutoModelForTokenClassification}.get(kind, AutoModelForSequenceClassification)
     torch.manual_seed(SEED)
     extra = {"problem_type": "multi_label_classification"} if multi_label else {}
     model = auto.from_pretrained(

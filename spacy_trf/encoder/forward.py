@@ -43,9 +43,7 @@ def encode(
     n_special = tok.template.n_special
     want_hidden = want_hidden and shim.head is None
     n_streams = config.num_hidden_layers + 1 if want_hidden else 1
-    rows = StitchedRows.empty(
-        plan, n_streams, n_special, shim.output_width, shim.device, want_attn
-    )
+    rows = StitchedRows.empty(plan, n_streams, n_special, shim.output_width, shim.device, want_attn)
     flags = forward_flags(options, config)
     hf_model.train(is_train)
     autocast = _autocast(options, shim.device)

@@ -76,7 +76,7 @@ class HFShim(PyTorchShim):
     @property
     def output_width(self) -> int:
         """Columns of the output rows: the hidden size, or the head's number of labels."""
-        config = self.hf_model.config
+        config: Any = self.hf_model.config
         return int(config.num_labels if self.head else config.hidden_size)
 
     def require_loaded(self, name: str) -> None:

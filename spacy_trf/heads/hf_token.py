@@ -91,7 +91,7 @@ def _confident_forward(
     ops, xp = model.ops, model.ops.xp
     data = cast(Floats2d, X.dataXd)
     lengths = X.lengths
-    _, which = ops.reduce_max(cast(Floats2d, data.max(axis=1, keepdims=True)), lengths)
+    _, which = ops.reduce_max(cast(Floats2d, data.max(axis=1)[:, None]), lengths)
     starts = xp.concatenate([xp.zeros(1, dtype="i"), xp.cumsum(lengths)[:-1]])
     rows = (starts + which[:, 0]).astype("i")
     Y = data[rows]

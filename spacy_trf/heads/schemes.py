@@ -37,10 +37,13 @@ class LabelScheme:
         parsed = [_parse(label) for label in labels]
         bad = [label for label, p in zip(labels, parsed, strict=True) if p is None]
         if bad or OUTSIDE not in labels:
-            problem = f"labels {bad[:5]} are not" if bad else "there is no 'O' label, so they are not"
+            problem = (
+                f"labels {bad[:5]} are not" if bad else "there is no 'O' label, so they are not"
+            )
+            shown = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
             raise ValueError(
-                f"The labels of '{name}' ({', '.join(labels[:8])}{', ...' if len(labels) > 8 else ''})"
-                f" cannot be read as entities: {problem} B-/I- (IOB2), B-/I-/L-/U- (BILOU) or "
+                f"The labels of '{name}' ({shown}) cannot be read as entities: {problem} "
+                "B-/I- (IOB2), B-/I-/L-/U- (BILOU) or "
                 "B-/I-/E-/S- (IOBES) tags. For labels that are tags of single tokens use "
                 'annotate = "tag", "pos" or "morph".'
             )

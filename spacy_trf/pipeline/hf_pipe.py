@@ -72,7 +72,7 @@ class HFPipe(TrainablePipe):
         """The model's labels in id order (none before the model is loaded)."""
         if not self.shim.loaded:
             return ()
-        id2label = self.shim.hf_model.config.id2label
+        id2label: Any = self.shim.hf_model.config.id2label
         return tuple(str(id2label[i]) for i in range(len(id2label)))
 
     def add_label(self, label: str) -> int:

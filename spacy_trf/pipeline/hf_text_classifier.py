@@ -7,7 +7,7 @@ windows' logits, then the softmax or sigmoid; an empty doc gets the scores of ze
 """
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from spacy.language import Language
@@ -26,9 +26,16 @@ from .hf_pipe import HF_PIPE_DEFAULTS, HFPipe
     assigns=["doc.cats"],
     default_config={"model": None, "threshold": 0.5, **HF_PIPE_DEFAULTS},
     default_score_weights={
-        "cats_score": 1.0, "cats_score_desc": None, "cats_micro_p": None, "cats_micro_r": None,
-        "cats_micro_f": None, "cats_macro_p": None, "cats_macro_r": None, "cats_macro_f": None,
-        "cats_macro_auc": None, "cats_f_per_type": None,
+        "cats_score": 1.0,
+        "cats_score_desc": None,
+        "cats_micro_p": None,
+        "cats_micro_r": None,
+        "cats_micro_f": None,
+        "cats_macro_p": None,
+        "cats_macro_r": None,
+        "cats_macro_f": None,
+        "cats_macro_auc": None,
+        "cats_f_per_type": None,
     },  # fmt: skip
 )
 def make_hf_text_classifier(
@@ -102,7 +109,7 @@ class HFTextClassifierPipe(HFPipe):
         if not self.multi_label:  # a doc counts only with every label given
             mask[:] = mask.min(axis=1, keepdims=True)
         probs = self._activate(scores)
-        t, m = ops.asarray2f(truth), ops.asarray2f(mask)
+        t, m = ops.asarray2f(cast(Floats2d, truth)), ops.asarray2f(cast(Floats2d, mask))
         p = xp.clip(probs, 1e-8, 1 - 1e-8)
         if self.multi_label:
             loss = -(m * (t * xp.log(p) + (1 - t) * xp.log(1 - p))).sum()

@@ -16,7 +16,7 @@ from spacy.language import Language
 from spacy.parts_of_speech import IDS as UPOS_IDS
 from spacy.pipeline.ner import ner_score
 from spacy.scorer import Scorer
-from spacy.tokens import Doc, Span, SpanGroup
+from spacy.tokens import Doc, MorphAnalysis, Span, SpanGroup
 from spacy.training import Example, offsets_to_biluo_tags
 from spacy.vocab import Vocab
 from thinc.api import Model
@@ -41,8 +41,14 @@ EPSILON = 1e-8  # probabilities are clipped here in the loss
         **HF_PIPE_DEFAULTS,
     },
     default_score_weights={
-        "ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None,
-        "tag_acc": 1.0, "pos_acc": 1.0, "morph_acc": 1.0, "morph_per_feat": None,
+        "ents_f": 1.0,
+        "ents_p": 0.0,
+        "ents_r": 0.0,
+        "ents_per_type": None,
+        "tag_acc": 1.0,
+        "pos_acc": 1.0,
+        "morph_acc": 1.0,
+        "morph_per_feat": None,
     },  # fmt: skip
 )
 def make_hf_token_classifier(
@@ -127,8 +133,8 @@ class HFTokenClassifierPipe(HFPipe):
 
     def set_annotations(self, docs: Iterable[Doc], scores: list[Floats2d]) -> None:
         labels = self.labels
-        for doc, probs in zip(docs, scores, strict=True):
-            probs = np.asarray(probs)
+        for doc, scored in zip(docs, scores, strict=True):
+            probs = np.asarray(self.model.ops.to_numpy(scored))
             seen = probs.sum(axis=1) > 0
             ids = np.where(seen, probs.argmax(axis=1), -1) if len(probs) else np.zeros(0, "i")
             if self.annotate in ("ents", "spans"):
@@ -142,7 +148,7 @@ class HFTokenClassifierPipe(HFPipe):
                 elif self.annotate == "pos":
                     token.pos_ = labels[i]
                 else:
-                    token.set_morph(None if labels[i] == "_" else labels[i])
+                    token.morph = MorphAnalysis(doc.vocab, "" if labels[i] == "_" else labels[i])
 
     def _set_spans(self, doc: Doc, ids: np.ndarray, probs: np.ndarray) -> None:
         starts, ends, types = self.scheme.decode(ids)
@@ -213,9 +219,7 @@ class HFTokenClassifierPipe(HFPipe):
             return
         attr = {"tag": "TAG", "pos": "POS", "morph": "MORPH"}[self.annotate]
         known = set(self.labels)
-        unknown = {
-            v for eg in examples for v in eg.get_aligned(attr, as_string=True) if v
-        } - known
+        unknown = {v for eg in examples for v in eg.get_aligned(attr, as_string=True) if v} - known
         if unknown:
             raise ValueError(
                 f"The training data has {attr.lower()} labels the model '{self.cfg['model']}' "
@@ -236,7 +240,7 @@ class HFTokenClassifierPipe(HFPipe):
                 has_annotation=lambda doc: key in doc.spans, allow_overlap=True,
             )  # fmt: skip
         if self.annotate == "morph":
-            scores = Scorer.score_token_attr(examples, "morph", getter=lambda t, _: t.morph.key)
+            scores = Scorer.score_token_attr(examples, "morph", getter=lambda t, _: str(t.morph))
             scores.update(Scorer.score_token_attr_per_feat(examples, "morph"))
             return scores
         return Scorer.score_token_attr(examples, self.annotate)
