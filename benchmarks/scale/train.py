@@ -25,11 +25,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "speed"))
-from record import cpu_name, merge_rows  # noqa: E402
+from record import cpu_flags, cpu_name, merge_rows  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "scale.json"
 MEASURE = "train tagger on EWT train"
-FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 def write_corpus(data: Path, work: Path, dev_sents: int) -> None:
@@ -38,12 +37,6 @@ def write_corpus(data: Path, work: Path, dev_sents: int) -> None:
 
     DocBin(docs=ewt_docs(data, "train")).to_disk(work / "train.spacy")
     DocBin(docs=ewt_docs(data, "dev", limit=dev_sents)).to_disk(work / "dev.spacy")
-
-
-def cpu_flags() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = set(next((ln for ln in text.splitlines() if ln.startswith("flags")), "").split())
-    return " ".join(f for f in FLAGS if f in flags) or "none of " + " ".join(FLAGS)
 
 
 def main() -> None:
