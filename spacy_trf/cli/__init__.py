@@ -215,6 +215,42 @@ def export_onnx_cli(
         raise typer.Exit(1) from err
 
 
+@app.command(
+    "export-hf", cls=PlainHelp, short_help="Save a component as a Hugging Face model directory."
+)
+def export_hf_cli(
+    pipeline: str = typer.Argument(
+        ..., metavar="PIPELINE", help="Saved pipeline directory or package name."
+    ),
+    output: Path = typer.Argument(..., metavar="OUTPUT", help="Directory for the HF model."),
+    component: str = typer.Option(
+        ...,
+        "--component",
+        "-c",
+        metavar="NAME",
+        help="tagger, morphologizer, textcat(_multilabel) on a trf encoder, or an hf_* component.",
+    ),  # fmt: skip
+) -> None:
+    """Save a component trained on a trf encoder as an AutoModelForTokenClassification or
+    AutoModelForSequenceClassification directory (encoder, head, id2label, tokenizer) that
+    transformers.pipeline loads without spacy-trf."""
+    _quiet_hub()
+    from ..interop import export_hf
+
+    try:
+        report = export_hf(pipeline, output, component)
+    except (ValueError, OSError) as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from err
+    for note in report.notes:
+        typer.echo(f"Note: {note}")
+    typer.echo(
+        f"Saved {report.hf_class} with {len(report.labels)} labels to {report.output}. Load it "
+        f'with transformers.pipeline("token-classification" or "text-classification", '
+        f'model="{report.output}").'
+    )
+
+
 @app.command("annotate", cls=PlainHelp, short_help="Annotate a corpus on Ray, resumably.")
 def annotate_cli(
     pipeline: str = typer.Argument(..., metavar="PIPELINE", help="Saved pipeline directory."),
