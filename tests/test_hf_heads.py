@@ -42,6 +42,9 @@ def heads(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
     out["upos"] = build_head(model_dirs["bert"], root / "upos", ["NOUN", "VERB", "DET", "ADP"])
     out["tags"] = build_head(model_dirs["bert"], root / "tags", ["NN", "VB", "DT", "IN"])
     out["multi"] = build_head(model_dirs["bert"], root / "multi", CATS, "sequence", 0.0, True)
+    out["one"] = build_head(model_dirs["bert"], root / "one", ["positive"], "sequence")
+    morph = ["Number=Sing|POS=NOUN", "Number=Plur|POS=NOUN", "POS=VERB"]  # spaCy's spelling
+    out["morph"] = build_head(model_dirs["bert"], root / "morph", morph)
     return out
 
 
@@ -138,16 +141,39 @@ def test_label_schemes_decode_like_their_definitions() -> None:
 
 def test_bilou_model_and_spans_annotation(heads: dict) -> None:
     nlp = token_nlp(heads["bilou"], annotate="spans", spans_key="found")
+    pipe = nlp.get_pipe("hf_token_classifier")
     doc = nlp(PLAIN[1])
-    assert not doc.ents and "found" in doc.spans
+    assert not doc.ents and len(doc.spans["found"]) > 0
     assert len(doc.spans["found"].attrs["scores"]) == len(doc.spans["found"])
+    ids = pipe.predict([nlp.make_doc(PLAIN[1])])[0].argmax(axis=1)
+    labels = [pipe.labels[i] for i in ids]
+    expected, open_span = [], None  # BILOU read by hand, I/L after another type start anew
+    for i, label in enumerate(labels + ["O"]):
+        prefix, kind = (label.split("-", 1) + [""])[:2] if label != "O" else ("O", "")
+        if open_span and (prefix in ("O", "B", "U") or kind != open_span[1]):
+            expected.append((open_span[0], i, open_span[1]))
+            open_span = None
+        if prefix != "O" and open_span is None:
+            open_span = (i, kind)
+        if prefix in ("L", "U") and open_span:
+            expected.append((open_span[0], i + 1, open_span[1]))
+            open_span = None
+    assert [(s.start, s.end, s.label_) for s in doc.spans["found"]] == expected
 
 
-def test_tag_pos_and_errors_for_labels_that_do_not_fit(heads: dict) -> None:
-    doc = token_nlp(heads["upos"], annotate="pos")(PLAIN[0])
-    assert all(t.pos_ in {"NOUN", "VERB", "DET", "ADP"} for t in doc)
-    doc = token_nlp(heads["tags"], annotate="tag", aggregation="average")(PLAIN[0])
-    assert all(t.tag_ in {"NN", "VB", "DT", "IN"} for t in doc)
+def test_tag_pos_morph_and_errors_for_labels_that_do_not_fit(heads: dict) -> None:
+    for annotate, path in (("pos", heads["upos"]), ("tag", heads["tags"])):
+        nlp = token_nlp(path, annotate=annotate, aggregation="average")
+        pipe = nlp.get_pipe("hf_token_classifier")
+        doc = nlp(PLAIN[0])
+        probs = pipe.predict([nlp.make_doc(PLAIN[0])])[0]
+        assert [getattr(t, f"{annotate}_") for t in doc] == [
+            pipe.labels[i] for i in probs.argmax(axis=1)
+        ]
+        assert len({getattr(t, f"{annotate}_") for t in doc}) > 1
+    doc = token_nlp(heads["morph"], annotate="morph")(PLAIN[0])
+    assert {str(t.morph) for t in doc} <= {"Number=Sing", "Number=Plur", ""}
+    assert {t.pos_ for t in doc} <= {"NOUN", "VERB"} and len({t.pos_ for t in doc}) == 2
     with pytest.raises(ValueError, match="Universal POS"):
         token_nlp(heads["tags"], annotate="pos")
     with pytest.raises(ValueError, match="cannot be read as entities"):
@@ -169,6 +195,52 @@ def test_bad_models_get_one_clear_error(heads: dict, model_dirs: dict, tmp_path:
         token_nlp(str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="needs 'model'"):
         spacy.blank("en").add_pipe("hf_token_classifier")
+    with pytest.raises(ValueError, match='"onnx" runs bare encoders only'):
+        token_nlp(heads["ner-bert"], inference="onnx")
+
+
+def test_one_label_models_score_with_a_sigmoid(heads: dict) -> None:
+    nlp = spacy.blank("en")
+    nlp.add_pipe("hf_text_classifier", config={"model": heads["one"]})
+    clf = pipeline("text-classification", model=heads["one"], top_k=None)
+    for doc, expected in zip(nlp.pipe(PLAIN), clf(PLAIN), strict=True):
+        assert doc.cats["positive"] == pytest.approx(expected[0]["score"], abs=1e-4)
+        assert 0 < doc.cats["positive"] < 1
+
+
+def test_gradients_equal_finite_differences() -> None:
+    """The loss gradient through PieceSoftmax and each aggregation, against the loss itself."""
+    from thinc.api import Ragged, chain, reduce_first, reduce_mean
+
+    from spacy_trf.heads.hf_token import PieceSoftmax, reduce_most_confident
+    from spacy_trf.pooling import TokenPooler
+    from spacy_trf.stitch import LayerRows
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 4))
+    align = Ragged(np.array([0, 1, 2, 3, 4, 5], dtype="i"), np.array([2, 0, 3, 1], dtype="i"))
+    gold = [1, -1, 2, 3]  # the second token has no pieces
+
+    def loss_and_grad(reducer: object, x: np.ndarray) -> tuple[float, np.ndarray]:
+        model = chain(PieceSoftmax(), TokenPooler(reducer()))  # type: ignore[operator]
+        rows = [LayerRows(x.astype("f"), np.zeros((2, 4), "f"), align, 2, 0)]
+        (probs,), backprop = model.begin_update(rows)
+        d, loss = np.zeros_like(probs), 0.0
+        for i, g in enumerate(gold):
+            if g >= 0:
+                loss -= float(np.log(probs[i, g]))
+                d[i, g] = -1.0 / probs[i, g]
+        return loss, backprop([d])[0].d_pieces
+
+    for reducer in (reduce_first, reduce_mean, reduce_most_confident):
+        _, grad = loss_and_grad(reducer, logits)
+        numeric = np.zeros_like(logits)
+        for idx in np.ndindex(*logits.shape):
+            up, down = logits.copy(), logits.copy()
+            up[idx] += 1e-3
+            down[idx] -= 1e-3
+            numeric[idx] = (loss_and_grad(reducer, up)[0] - loss_and_grad(reducer, down)[0]) / 2e-3
+        np.testing.assert_allclose(grad, numeric, atol=2e-3)
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "xlmr"])
@@ -211,6 +283,14 @@ def test_multi_label_and_long_docs_average_their_windows(heads: dict) -> None:
 
 
 def test_save_load_as_plain_hf_directories(heads: dict, tmp_path: Path) -> None:
+    never_used = spacy.blank("en")
+    never_used.add_pipe("hf_token_classifier", config={"model": heads["ner-bert"]})
+    never_used.to_disk(tmp_path / "fresh")  # saving loads the model first
+    fresh, direct = spacy.load(tmp_path / "fresh")(PLAIN[0]), token_nlp(heads["ner-bert"])(PLAIN[0])
+    assert [(e.start_char, e.label_) for e in fresh.ents] == [
+        (e.start_char, e.label_) for e in direct.ents
+    ]
+    assert (tmp_path / "fresh" / "hf_token_classifier" / "model" / "config.json").is_file()
     nlp = token_nlp(heads["ner-roberta"])
     nlp.add_pipe("hf_text_classifier", config={"model": heads["cats-roberta"]})
     nlp.get_pipe("hf_text_classifier").initialize()
@@ -234,6 +314,7 @@ def test_save_load_as_plain_hf_directories(heads: dict, tmp_path: Path) -> None:
 def test_training_moves_toward_gold_labels(heads: dict) -> None:
     nlp = token_nlp(heads["ner-bert"])
     nlp.add_pipe("hf_text_classifier", config={"model": heads["cats-bert"]})
+    nlp.add_pipe("hf_text_classifier", name="multi", config={"model": heads["multi"]})
     words = PLAIN[0].split()
     examples = []
     for text in PLAIN:
@@ -251,7 +332,7 @@ def test_training_moves_toward_gold_labels(heads: dict) -> None:
         first = first or dict(losses)
         last = losses
     assert last is not None and first is not None and len(words) > 3
-    for name in ("hf_token_classifier", "hf_text_classifier"):
+    for name in ("hf_token_classifier", "hf_text_classifier", "multi"):
         assert last[name] < 0.5 * first[name]
     scores = nlp.evaluate(examples)
     assert scores["ents_f"] > 0.9

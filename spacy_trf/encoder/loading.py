@@ -122,6 +122,12 @@ def check_head(config: PretrainedConfig, name: str, head: str) -> None:
             f"fine-tuned with {auto_class.__name__} (config.json names a *{ending} class), or "
             "fine-tune this encoder in spaCy with the trf component and a listening component."
         )
+    if head == "sequence" and getattr(config, "summary_type", None) == "last":
+        raise ModelLoadError(
+            f"'{name}' classifies a sequence from its last position (summary_type 'last', as "
+            "XLNet does), which padded batches of windows do not keep. Use a model that reads "
+            "its class token or the mean (BERT, RoBERTa, XLM-R, DeBERTa, ELECTRA)."
+        )
 
 
 def load_tokenizer(name: str, tokenizer_config: dict[str, Any]) -> Any:

@@ -13,6 +13,13 @@ from ..pieces import SpanGetter
 from ..pooling import DocPooler, EncoderRows
 
 
+def sigmoid_scores(config: Any) -> bool:
+    """Whether a sequence classifier's scores are sigmoids (multi-label, or one label), as
+    transformers' text-classification pipeline decides; else a softmax."""
+    multi = getattr(config, "problem_type", None) == "multi_label_classification"
+    return multi or int(getattr(config, "num_labels", 2)) == 1
+
+
 def HFTextClassifier(
     name: str,
     get_spans: SpanGetter,

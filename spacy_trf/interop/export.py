@@ -37,6 +37,11 @@ TOKEN_FACTORIES = ("tagger", "morphologizer")
 TEXT_FACTORIES = ("textcat", "textcat_multilabel")
 # tanh(EPSILON * x) / EPSILON == x to float32 precision for the hidden values of encoders.
 EPSILON = 1e-4
+# Sequence heads whose hidden layer is dense + tanh on the class token (the BERT pooler is
+# recognised by its activation).
+TANH_HEADS = ("RobertaClassificationHead", "XLMRobertaClassificationHead",
+              "CamembertClassificationHead")  # fmt: skip
+CHECK_TEXT = "Exported heads must score this probe text as the spaCy component does."
 NOT_EXPRESSIBLE = {
     "ner": "transition-based",
     "parser": "transition-based",
@@ -70,6 +75,8 @@ def export_hf(pipeline: str | Path | Language, output: str | Path, component: st
     pipe = nlp.get_pipe(component)
     factory = nlp.get_pipe_meta(component).factory
     output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ExportError(f"'{output}' exists and is not empty: choose a new output directory.")
     if isinstance(pipe, HFPipe):
         save_hf(pipe.shim.hf_model, pipe.shim.tokenizer, output)
         name = type(pipe.shim.hf_model).__name__
@@ -77,7 +84,7 @@ def export_hf(pipeline: str | Path | Language, output: str | Path, component: st
     if factory in TOKEN_FACTORIES:
         return _export_tokens(pipe, component, output)
     if factory in TEXT_FACTORIES:
-        return _export_text(pipe, component, factory, output)
+        return _export_text(nlp, pipe, component, factory, output)
     why = NOT_EXPRESSIBLE.get(factory, f"'{factory}' components have no per-token or per-text head")
     raise ExportError(
         f"'{component}' ({why}) cannot be expressed as a Hugging Face classification model: "
@@ -91,7 +98,7 @@ def export_hf(pipeline: str | Path | Language, output: str | Path, component: st
 def _export_tokens(pipe: Any, name: str, output: Path) -> ExportReport:
     model: Model = pipe.model
     tok2vec = _ref(model, "tok2vec", name)
-    shim = _encoder_shim(tok2vec, name)
+    shim, encoder = _encoder(tok2vec, name)
     _check_last_layer(tok2vec, name)
     pooling = _pooling_name(tok2vec, name)
     W, b = _output_weights(model.layers[-1], name)
@@ -101,9 +108,9 @@ def _export_tokens(pipe: Any, name: str, output: Path) -> ExportReport:
         hf.classifier.weight.copy_(torch.from_numpy(W))
         hf.classifier.bias.copy_(torch.from_numpy(b))
     save_hf(hf, shim.tokenizer, output)
-    notes = []
-    exact = pooling == "reduce_first"
-    if not exact:
+    exact, notes = _window_notes(encoder, shim, name)
+    if pooling != "reduce_first":
+        exact = False
         notes.append(
             f"'{name}' pools a token's pieces with {pooling}; the HF model tags every piece, and "
             "its first piece's tag stands for the token (exact only with reduce_first)."
@@ -111,7 +118,7 @@ def _export_tokens(pipe: Any, name: str, output: Path) -> ExportReport:
     return ExportReport(output, type(hf).__name__, labels, exact, notes)
 
 
-def _export_text(pipe: Any, name: str, factory: str, output: Path) -> ExportReport:
+def _export_text(nlp: Language, pipe: Any, name: str, factory: str, output: Path) -> ExportReport:
     model: Model = pipe.model
     pooler = next((n for n in model.walk() if n.name == "spacy-trf.DocPooler"), None)
     if model.name != "spacy-trf.TransformerTextCat" or pooler is None:
@@ -125,7 +132,7 @@ def _export_text(pipe: Any, name: str, factory: str, output: Path) -> ExportRepo
             'class token. Train it with pooling = "cls" to export it.'
         )
     tok2vec = model.layers[0]
-    shim = _encoder_shim(tok2vec, name)
+    shim, encoder = _encoder(tok2vec, name)
     _check_last_layer(model, name)
     output_layer = model.get_ref("output_layer")
     linear = output_layer.layers[0] if output_layer.layers else output_layer
@@ -134,8 +141,10 @@ def _export_text(pipe: Any, name: str, factory: str, output: Path) -> ExportRepo
     multi = bool(model.attrs.get("multi_label")) or factory == "textcat_multilabel"
     hf = _new_head(AutoModelForSequenceClassification, shim, labels, W.shape[1], name, multi)
     _set_linear_sequence_head(hf, W, b, name)
+    _check_same_scores(nlp, name, hf, shim, multi)
     save_hf(hf, shim.tokenizer, output)
-    return ExportReport(output, type(hf).__name__, labels, exact=True)
+    exact, notes = _window_notes(encoder, shim, name)
+    return ExportReport(output, type(hf).__name__, labels, exact, notes)
 
 
 def _ref(model: Model, ref: str, name: str) -> Model:
@@ -144,8 +153,8 @@ def _ref(model: Model, ref: str, name: str) -> Model:
     return model.get_ref(ref)
 
 
-def _encoder_shim(tok2vec: Model, name: str) -> HFShim:
-    """The HFShim of the encoder that ``tok2vec`` reads: a trf component's or its own."""
+def _encoder(tok2vec: Model, name: str) -> tuple[HFShim, Model]:
+    """The encoder that ``tok2vec`` reads (a trf component's or its own) and its HFShim."""
     if tok2vec.name != "spacy-trf.TokenVectors" and tok2vec.name != "spacy-trf.TransformerTextCat":
         if any(n.name == "spacy-trf.TokenVectors" for n in tok2vec.walk()):
             raise ExportError(
@@ -157,9 +166,9 @@ def _encoder_shim(tok2vec: Model, name: str) -> HFShim:
         if isinstance(node, EncoderListener):
             if node.upstream is None:
                 raise ExportError(f"'{name}' listens to no trf component in this pipeline.")
-            return get_shim(node.upstream)
+            return get_shim(node.upstream), node.upstream
         if is_encoder(node):
-            return get_shim(node)
+            return get_shim(node), node
     raise ExportError(
         f"'{name}' does not read a spacy-trf encoder ({tok2vec.name}), so there is no HF "
         "encoder to export with it."
@@ -228,10 +237,12 @@ def _set_linear_sequence_head(hf: Any, W: np.ndarray, b: np.ndarray, name: str) 
     """Make the HF sequence head compute ``class token @ W.T + b``: its dense + tanh layer
     becomes EPSILON times the identity (linear there), its output layer W / EPSILON."""
     width = W.shape[1]
-    if hasattr(hf, "classifier") and hasattr(hf.classifier, "out_proj"):  # RoBERTa, XLM-R
-        dense, out = hf.classifier.dense, hf.classifier.out_proj
-    elif getattr(hf.base_model, "pooler", None) is not None and hasattr(hf, "classifier"):  # BERT
-        dense, out = hf.base_model.pooler.dense, hf.classifier
+    head: Any = getattr(hf, "classifier", None)
+    pooler: Any = getattr(hf.base_model, "pooler", None)
+    if type(head).__name__ in TANH_HEADS:  # RoBERTa, XLM-R, CamemBERT: torch.tanh inside
+        dense, out = head.dense, head.out_proj
+    elif isinstance(getattr(pooler, "activation", None), torch.nn.Tanh) and hasattr(head, "weight"):
+        dense, out = pooler.dense, head  # BERT: pooler (dense + tanh) -> classifier
     else:
         raise ExportError(
             f"'{name}' cannot be exported onto a {type(hf).__name__}: its head is not the BERT "
@@ -242,3 +253,40 @@ def _set_linear_sequence_head(hf: Any, W: np.ndarray, b: np.ndarray, name: str) 
         dense.bias.zero_()
         out.weight.copy_(torch.from_numpy(W / EPSILON))
         out.bias.copy_(torch.from_numpy(b))
+
+
+def _window_notes(encoder: Model, shim: HFShim, name: str) -> tuple[bool, list[str]]:
+    """Whether the spaCy component reads texts as the HF model will (whole docs), and notes."""
+    from ..encoder.loading import max_sequence_length
+
+    get_spans = encoder.attrs.get("get_spans")
+    window, stride = encoder.attrs.get("window"), encoder.attrs.get("stride")
+    assert shim.pieces is not None
+    limit = max_sequence_length(shim.hf_model, shim.tokenizer)
+    notes = [
+        f"'{name}' reads windows of {window} pieces (stride {stride}); transformers' pipelines "
+        f"read a text whole{f' up to {limit} positions' if limit else ''}, so the two agree on "
+        f"texts of up to {window} pieces."
+    ]
+    whole_docs = getattr(get_spans, "__name__", "") == "get_doc_spans"
+    if not whole_docs:
+        notes.append(
+            f"'{name}' reads spans of its docs (not whole docs), which the HF model does not."
+        )
+    return whole_docs, notes
+
+
+def _check_same_scores(nlp: Language, name: str, hf: Any, shim: HFShim, multi: bool) -> None:
+    """Raise unless the HF model scores a probe text as the spaCy component does."""
+    doc = nlp(CHECK_TEXT)
+    enc = shim.tokenizer(CHECK_TEXT, return_tensors="pt")
+    with torch.no_grad():
+        logits = hf.to(shim.device)(**{k: v.to(shim.device) for k, v in enc.items()}).logits[0]
+    scores = torch.sigmoid(logits) if multi else torch.softmax(logits, -1)
+    labels = [hf.config.id2label[i] for i in range(len(scores))]
+    diff = max(abs(doc.cats[label] - float(s)) for label, s in zip(labels, scores, strict=True))
+    if diff > 1e-3:
+        raise ExportError(
+            f"The exported head of '{name}' scores a probe text {diff:.2g} away from the spaCy "
+            f"component ({type(hf).__name__}), so it is not exported. Please report this."
+        )

@@ -4,7 +4,7 @@ plain Hugging Face directory."""
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import srsly
 from spacy import util
@@ -53,7 +53,7 @@ class HFPipe(TrainablePipe):
         self.model = model
         self.name = name
         self.cfg: dict[str, Any] = {"model": source}
-        self.inference = check_backend(inference)
+        self.inference = _check_inference(inference)
         configure_encoder(
             self.encoder, max_batch_pieces=max_batch_pieces, learn_rate_scale=learn_rate_scale
         )
@@ -98,7 +98,7 @@ class HFPipe(TrainablePipe):
 
     def set_inference(self, backend: str) -> None:
         """Switch the prediction backend in this process (see the factory's ``inference``)."""
-        self.inference = check_backend(backend)
+        self.inference = _check_inference(backend)
         self.shim.set_inference(self.inference)
 
     # Training -------------------------------------------------------------------------------
@@ -126,12 +126,17 @@ class HFPipe(TrainablePipe):
 
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> None:
         """Write cfg and the model as a plain Hugging Face directory at path/model."""
+        self._ensure_loaded()
         serialize = {
             "vocab": lambda p: self.vocab.to_disk(p, exclude=exclude),
             "cfg": lambda p: srsly.write_json(p, self.cfg),
             "model": lambda p: self.shim.to_disk(p),
         }
         util.to_disk(path, serialize, exclude)
+
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        self._ensure_loaded()
+        return cast(bytes, super().to_bytes(exclude=exclude))
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> "HFPipe":
         def load_vocab(p: Path) -> None:
@@ -155,3 +160,13 @@ class HFPipe(TrainablePipe):
         self.shim.set_inference(self.inference)
         self._check_model()
         return self
+
+
+def _check_inference(backend: str) -> str:
+    """A valid backend for a model with a head: ONNX Runtime runs bare encoders only."""
+    if check_backend(backend) == "onnx":
+        raise ValueError(
+            'inference = "onnx" runs bare encoders only (the trf component); for a model with a '
+            'classification head use "torch", "bf16", "int8", "compile" or "auto".'
+        )
+    return backend

@@ -16,7 +16,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from thinc.types import Floats2d
 
-from ..heads import HFTextClassifier
+from ..heads import HFTextClassifier, sigmoid_scores
 from ..pieces import configure_doc_spans
 from .hf_pipe import HF_PIPE_DEFAULTS, HFPipe
 
@@ -78,9 +78,19 @@ class HFTextClassifierPipe(HFPipe):
 
     @property
     def multi_label(self) -> bool:
-        """Whether the model is multi-label (False before it is loaded)."""
-        shim = self.shim
-        return shim.loaded and shim.hf_model.config.problem_type == "multi_label_classification"
+        """Whether the scores are independent sigmoids: a multi-label model, or one with a
+        single label (False before the model is loaded)."""
+        return self.shim.loaded and sigmoid_scores(self.shim.hf_model.config)
+
+    def _check_model(self) -> None:
+        super()._check_model()
+        assert self.shim.pieces is not None
+        if not self.shim.pieces.template.n_special:
+            raise ValueError(
+                f"The tokenizer of '{self.cfg['model']}' adds no special tokens, so there is no "
+                "class token for the sequence head to read. Use its tokenizer with "
+                "add_special_tokens (its tokenizer.json post-processor)."
+            )
 
     def _activate(self, logits: Floats2d) -> Floats2d:
         ops = self.model.ops
@@ -106,15 +116,17 @@ class HFTextClassifierPipe(HFPipe):
                 if label in eg.reference.cats:
                     truth[i, j] = eg.reference.cats[label]
                     mask[i, j] = 1.0
-        if not self.multi_label:  # a doc counts only with every label given
-            mask[:] = mask.min(axis=1, keepdims=True)
+        if not self.multi_label:  # a doc counts only with every label given and one positive
+            mask[:] = mask.min(axis=1, keepdims=True) * (truth.sum(axis=1, keepdims=True) > 0)
         probs = self._activate(scores)
         t, m = ops.asarray2f(cast(Floats2d, truth)), ops.asarray2f(cast(Floats2d, mask))
-        p = xp.clip(probs, 1e-8, 1 - 1e-8)
+        x = scores  # from the logits, stable where probabilities round to 0 or 1
         if self.multi_label:
-            loss = -(m * (t * xp.log(p) + (1 - t) * xp.log(1 - p))).sum()
+            loss = (m * (xp.logaddexp(0, x) - t * x)).sum()
         else:
-            loss = -(m * t * xp.log(p)).sum()
+            top = x.max(axis=1, keepdims=True)
+            log_z = top + xp.log(xp.exp(x - top).sum(axis=1, keepdims=True))
+            loss = -(m * t * (x - log_z)).sum()
         return float(loss), (probs - t) * m
 
     def _check_examples(self, examples: list[Example]) -> None:

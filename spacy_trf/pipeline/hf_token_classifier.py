@@ -147,8 +147,12 @@ class HFTokenClassifierPipe(HFPipe):
                     token.tag_ = labels[i]
                 elif self.annotate == "pos":
                     token.pos_ = labels[i]
-                else:
-                    token.morph = MorphAnalysis(doc.vocab, "" if labels[i] == "_" else labels[i])
+                else:  # UD features; a POS feature (spaCy's morphologizer labels) sets pos
+                    feats = _feats(labels[i])
+                    pos = feats.pop("POS", None)
+                    token.morph = MorphAnalysis(doc.vocab, feats)
+                    if pos is not None and pos in UPOS_IDS:
+                        token.pos_ = pos
 
     def _set_spans(self, doc: Doc, ids: np.ndarray, probs: np.ndarray) -> None:
         starts, ends, types = self.scheme.decode(ids)
@@ -178,7 +182,8 @@ class HFTokenClassifierPipe(HFPipe):
             gold = self._gold_ids(eg)
             xp = self.model.ops.xp
             d = self.model.ops.alloc2f(*probs.shape)
-            rows = xp.asarray(np.flatnonzero((gold >= 0) & (np.asarray(probs).sum(axis=1) > 0)))
+            seen = self.model.ops.to_numpy(probs).sum(axis=1) > 0
+            rows = xp.asarray(np.flatnonzero((gold >= 0) & seen))
             if len(rows):
                 cols = xp.asarray(gold)[rows]
                 p = xp.maximum(probs[rows, cols], EPSILON)
@@ -191,15 +196,41 @@ class HFTokenClassifierPipe(HFPipe):
         """One gold label id per predicted token; -1 where missing or unknown to the model."""
         if self.annotate in ("ents", "spans"):
             return self.scheme.encode(self._gold_biluo(eg))
-        attr = {"tag": "TAG", "pos": "POS", "morph": "MORPH"}[self.annotate]
-        index = {label: i for i, label in enumerate(self.labels)}
-        values = eg.get_aligned(attr, as_string=True)
-        return np.array([index.get(v, -1) if v else -1 for v in values], dtype="i")
+        index = {label: i for i, label in enumerate(self._label_keys())}
+        return np.array([index.get(v, -1) if v else -1 for v in self._gold_labels(eg)], dtype="i")
+
+    def _label_keys(self) -> list[str]:
+        """The labels as gold labels are spelled: morph labels with their features sorted."""
+        if self.annotate != "morph":
+            return list(self.labels)
+        return [_morph_key(_feats(label)) for label in self.labels]
+
+    def _gold_labels(self, eg: Example) -> list[str | None]:
+        """Per predicted token its gold tag, POS or morph label (with a POS feature when the
+        model's labels have one, as spaCy's morphologizer's do); None where missing."""
+        if self.annotate != "morph":
+            attr = {"tag": "TAG", "pos": "POS"}[self.annotate]
+            return list(eg.get_aligned(attr, as_string=True))
+        with_pos = any("POS=" in label for label in self.labels)
+        morphs = eg.get_aligned("MORPH", as_string=True)
+        pos = eg.get_aligned("POS", as_string=True) if with_pos else [None] * len(morphs)
+        labels: list[str | None] = []
+        for m, p in zip(morphs, pos, strict=True):
+            if m is None or (with_pos and not p):
+                labels.append(None)
+                continue
+            feats = _feats(m)
+            if with_pos:
+                feats["POS"] = str(p)
+            labels.append(_morph_key(feats))
+        return labels
 
     def _gold_biluo(self, eg: Example) -> list[str | None]:
         if self.annotate == "ents":
             return list(eg.get_aligned_ner())
-        spans = eg.get_aligned_spans_y2x(eg.reference.spans.get(self.spans_key, []))
+        if self.spans_key not in eg.reference.spans:  # not annotated: no target
+            return [None] * len(eg.predicted)
+        spans = eg.get_aligned_spans_y2x(eg.reference.spans[self.spans_key], allow_overlap=True)
         try:
             return list(
                 offsets_to_biluo_tags(
@@ -217,12 +248,11 @@ class HFTokenClassifierPipe(HFPipe):
             for eg in examples:
                 self.scheme.encode(self._gold_biluo(eg))  # raises naming an unknown type
             return
-        attr = {"tag": "TAG", "pos": "POS", "morph": "MORPH"}[self.annotate]
-        known = set(self.labels)
-        unknown = {v for eg in examples for v in eg.get_aligned(attr, as_string=True) if v} - known
+        known = set(self._label_keys())
+        unknown = {v for eg in examples for v in self._gold_labels(eg) if v} - known
         if unknown:
             raise ValueError(
-                f"The training data has {attr.lower()} labels the model '{self.cfg['model']}' "
+                f"The training data has {self.annotate} labels the model '{self.cfg['model']}' "
                 f"lacks: {sorted(unknown)[:10]}. A fine-tuned head keeps its label set: train "
                 "on data with its labels, or use spaCy's own component for new labels."
             )
@@ -244,3 +274,15 @@ class HFTokenClassifierPipe(HFPipe):
             scores.update(Scorer.score_token_attr_per_feat(examples, "morph"))
             return scores
         return Scorer.score_token_attr(examples, self.annotate)
+
+
+def _feats(label: str) -> dict[str, str]:
+    """A morph label ("Number=Sing|POS=NOUN", "_" for none) as a feature dict."""
+    if label in ("", "_"):
+        return {}
+    return dict(f.split("=", 1) for f in label.split("|") if "=" in f)
+
+
+def _morph_key(feats: dict[str, str]) -> str:
+    """One spelling of a feature dict, whatever the order its source wrote it in."""
+    return "|".join(f"{k}={v}" for k, v in sorted(feats.items())) or "_"
