@@ -120,7 +120,7 @@ class HFTextClassifierPipe(HFPipe):
             mask[:] = mask.min(axis=1, keepdims=True) * (truth.sum(axis=1, keepdims=True) > 0)
         probs = self._activate(scores)
         t, m = ops.asarray2f(cast(Floats2d, truth)), ops.asarray2f(cast(Floats2d, mask))
-        x = scores  # from the logits, stable where probabilities round to 0 or 1
+        x: Any = scores  # from the logits, stable where probabilities round to 0 or 1
         if self.multi_label:
             loss = (m * (xp.logaddexp(0, x) - t * x)).sum()
         else:
