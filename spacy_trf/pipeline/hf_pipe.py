@@ -119,6 +119,16 @@ class HFPipe(TrainablePipe):
     def _check_examples(self, examples: list[Example]) -> None:
         """Raise if the gold annotations use labels the model does not have."""
 
+    def _refuse_unknown(self, kind: str, gold: set[str], known: set[str] | None = None) -> None:
+        """Raise naming the gold ``kind`` labels that the model's label set lacks."""
+        unknown = gold - (set(self.labels) if known is None else known)
+        if unknown:
+            raise ValueError(
+                f"The training data has {kind} labels the model '{self.cfg['model']}' lacks: "
+                f"{sorted(unknown)[:10]}. A fine-tuned head keeps its label set: train on data "
+                "with its labels, or use spaCy's own component for new labels."
+            )
+
     def finish_update(self, sgd: Any) -> None:
         self.model.finish_update(sgd)
 

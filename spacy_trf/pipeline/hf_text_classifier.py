@@ -130,14 +130,7 @@ class HFTextClassifierPipe(HFPipe):
         return float(loss), (probs - t) * m
 
     def _check_examples(self, examples: list[Example]) -> None:
-        known = set(self.labels)
-        unknown = {label for eg in examples for label in eg.reference.cats} - known
-        if unknown:
-            raise ValueError(
-                f"The training data has categories the model '{self.cfg['model']}' lacks: "
-                f"{sorted(unknown)[:10]}. A fine-tuned head keeps its label set: train on data "
-                "with its labels, or use spaCy's textcat for new ones."
-            )
+        self._refuse_unknown("category", {c for eg in examples for c in eg.reference.cats})
 
     def score(self, examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
         return Scorer.score_cats(

@@ -248,14 +248,8 @@ class HFTokenClassifierPipe(HFPipe):
             for eg in examples:
                 self.scheme.encode(self._gold_biluo(eg))  # raises naming an unknown type
             return
-        known = set(self._label_keys())
-        unknown = {v for eg in examples for v in self._gold_labels(eg) if v} - known
-        if unknown:
-            raise ValueError(
-                f"The training data has {self.annotate} labels the model '{self.cfg['model']}' "
-                f"lacks: {sorted(unknown)[:10]}. A fine-tuned head keeps its label set: train "
-                "on data with its labels, or use spaCy's own component for new labels."
-            )
+        gold = {v for eg in examples for v in self._gold_labels(eg) if v}
+        self._refuse_unknown(f"{self.annotate}", gold, set(self._label_keys()))
 
     # Scoring --------------------------------------------------------------------------------
 
