@@ -1,6 +1,7 @@
 """hf_token_classifier and hf_text_classifier: fine-tuned HF heads on spaCy tokens and docs,
 equal to transformers' own pipelines, never truncated, saved as plain HF directories, trainable."""
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -340,3 +341,25 @@ def test_training_moves_toward_gold_labels(heads: dict) -> None:
     bad = [Example(nlp.make_doc("Anna"), Doc(nlp.vocab, words=["Anna"], ents=["B-MISC"]))]
     with pytest.raises(ValueError, match="not among the model's types"):
         nlp.get_pipe("hf_token_classifier").initialize(lambda: bad)
+
+
+def test_spacy_package_ships_the_hf_directories(heads: dict, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import tarfile
+
+    nlp = token_nlp(heads["ner-bert"])
+    nlp.add_pipe("hf_text_classifier", config={"model": heads["cats-bert"]})
+    nlp.get_pipe("hf_text_classifier").initialize()
+    nlp.meta["name"] = "hf_heads"
+    nlp.to_disk(tmp_path / "pipe")
+    cli = [sys.executable, "-m", "spacy", "package", str(tmp_path / "pipe"), str(tmp_path / "pkg"),
+           "--version", "0.0.1", "--build", "sdist", "--force"]  # fmt: skip
+    done = subprocess.run(cli, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (sdist,) = (tmp_path / "pkg").glob("*/dist/*.tar.gz")
+    names = tarfile.open(sdist).getnames()
+    for component in ("hf_token_classifier", "hf_text_classifier"):
+        assert any(n.endswith(f"{component}/model/model.safetensors") for n in names)
+    meta = json.loads(next((tmp_path / "pkg").glob("*/meta.json")).read_text())
+    assert any(r.startswith("spacy-trf") for r in meta.get("requirements", [])), meta

@@ -1,6 +1,6 @@
 """Fine-tuned Hugging Face heads in spaCy: equal to transformers' pipelines, and as fast.
 
-    python benchmarks/interop/hf_heads.py --steps 600   # fine-tune, compare, time (~15 min)
+    python benchmarks/interop/hf_heads.py --steps 400   # fine-tune, compare, time (~25 min)
     python benchmarks/interop/hf_heads.py --table       # rows of benchmarks/results/interop.json
 
 1. A real NER head: the shipped MiniLM with a new token classification head over CoNLL-2003's
@@ -89,6 +89,7 @@ def train_ner(work: Path, data: Path, steps: int) -> tuple[Any, float, float]:
     start = time.perf_counter()
     for step in range(steps):
         losses = nlp.update(rng.sample(train, 32), sgd=optimizer)
+        optimizer.step_schedules()
         if step % 100 == 0:
             print(f"step {step} loss {losses['hf_token_classifier']:.2f}", flush=True)
     seconds = time.perf_counter() - start
@@ -176,7 +177,7 @@ def shp_words_per_second(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--table", action="store_true")
