@@ -170,8 +170,11 @@ def shp_words_per_second(
     (work / "texts.json").write_text(json.dumps(texts))
     script = str(HERE / "shp_speed.py")
     argv = [str(python), script, model_dir, str(work / "texts.json"), str(repeats)]
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["words_per_s"])
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"spacy-huggingface-pipelines failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["words_per_s"])
 
 
 def main() -> None:
@@ -181,6 +184,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--table", action="store_true")
+    parser.add_argument("--no-speed", action="store_true", help="skip part 4 (words/s)")
     args = parser.parse_args()
     if args.table:
         print_table(json.loads(args.results.read_text()))
@@ -208,18 +212,22 @@ def main() -> None:
         cats_diff = compare_cats(work, emotion_texts)
         n_words = sum(len(d) for d in nlp.tokenizer.pipe(texts))
         hf = pipeline("token-classification", model=hf_dir, aggregation_strategy="first")
-        speeds = {
-            "spacy-trf hf_token_classifier (nlp.pipe)": words_per_second(
-                lambda: list(nlp.pipe(texts, batch_size=64)), n_words, args.repeats
-            ),
-            "transformers pipeline, batch_size=1": words_per_second(
-                lambda: hf(texts), n_words, args.repeats
-            ),
-            "transformers pipeline, batch_size=32": words_per_second(
-                lambda: hf(texts, batch_size=32), n_words, args.repeats
-            ),
-        }
-        shp = shp_words_per_second(hf_dir, texts, work, args.repeats)
+        speeds = (
+            {}
+            if args.no_speed
+            else {
+                "spacy-trf hf_token_classifier (nlp.pipe)": words_per_second(
+                    lambda: list(nlp.pipe(texts, batch_size=64)), n_words, args.repeats
+                ),
+                "transformers pipeline, batch_size=1": words_per_second(
+                    lambda: hf(texts), n_words, args.repeats
+                ),
+                "transformers pipeline, batch_size=32": words_per_second(
+                    lambda: hf(texts, batch_size=32), n_words, args.repeats
+                ),
+            }
+        )
+        shp = None if args.no_speed else shp_words_per_second(hf_dir, texts, work, args.repeats)
         if shp is not None:
             speeds["spacy-huggingface-pipelines 0.0.4 hf_token_pipe (transformers 4.57)"] = shp
     run_id = time.strftime("%Y-%m-%dT%H:%M:%S")

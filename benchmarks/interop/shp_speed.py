@@ -27,7 +27,7 @@ def main() -> None:
     nlp = spacy.blank("en")
     nlp.add_pipe(
         "hf_token_pipe",
-        config={"model": model_dir, "aggregation_strategy": "first", "batch_size": 32},
+        config={"model": model_dir, "aggregation_strategy": "first"},
     )
     n_words = sum(len(d) for d in nlp.tokenizer.pipe(texts))
     best = float("inf")
