@@ -353,6 +353,7 @@ def test_spacy_package_ships_the_hf_directories(heads: dict, tmp_path: Path) -> 
     nlp.get_pipe("hf_text_classifier").initialize()
     nlp.meta["name"] = "hf_heads"
     nlp.to_disk(tmp_path / "pipe")
+    (tmp_path / "pkg").mkdir()
     cli = [sys.executable, "-m", "spacy", "package", str(tmp_path / "pipe"), str(tmp_path / "pkg"),
            "--version", "0.0.1", "--build", "sdist", "--force"]  # fmt: skip
     done = subprocess.run(cli, capture_output=True, text=True)
