@@ -153,8 +153,7 @@ class HFPipe(TrainablePipe):
             self.vocab.from_disk(p, exclude=exclude)
 
         def load_model(p: Path) -> None:
-            self.shim.from_disk(p)
-            self.shim.set_inference(self.inference)
+            self.shim.from_disk(p)  # the shim keeps its backend across a new model
 
         deserialize: dict[str, Callable[[Path], None]] = {
             "vocab": load_vocab,
@@ -167,7 +166,6 @@ class HFPipe(TrainablePipe):
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "HFPipe":
         super().from_bytes(bytes_data, exclude=exclude)
-        self.shim.set_inference(self.inference)
         self._check_model()
         return self
 

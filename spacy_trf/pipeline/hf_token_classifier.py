@@ -133,6 +133,7 @@ class HFTokenClassifierPipe(HFPipe):
 
     def set_annotations(self, docs: Iterable[Doc], scores: list[Floats2d]) -> None:
         labels = self.labels
+        feats_of = [_feats(label) for label in labels] if self.annotate == "morph" else []
         for doc, scored in zip(docs, scores, strict=True):
             probs = np.asarray(self.model.ops.to_numpy(scored))
             seen = probs.sum(axis=1) > 0
@@ -148,7 +149,7 @@ class HFTokenClassifierPipe(HFPipe):
                 elif self.annotate == "pos":
                     token.pos_ = labels[i]
                 else:  # UD features; a POS feature (spaCy's morphologizer labels) sets pos
-                    feats = _feats(labels[i])
+                    feats = dict(feats_of[i])
                     pos = feats.pop("POS", None)
                     token.morph = MorphAnalysis(doc.vocab, feats)
                     if pos is not None and pos in UPOS_IDS:
@@ -178,8 +179,9 @@ class HFTokenClassifierPipe(HFPipe):
         """Cross-entropy of each token's gold label; tokens without a gold label or pieces do
         not count."""
         loss, grads = 0.0, []
+        index = {label: i for i, label in enumerate(self._label_keys())}
         for eg, probs in zip(examples, scores, strict=True):
-            gold = self._gold_ids(eg)
+            gold = self._gold_ids(eg, index)
             xp = self.model.ops.xp
             d = self.model.ops.alloc2f(*probs.shape)
             seen = self.model.ops.to_numpy(probs).sum(axis=1) > 0
@@ -192,11 +194,11 @@ class HFTokenClassifierPipe(HFPipe):
             grads.append(d)
         return loss, grads
 
-    def _gold_ids(self, eg: Example) -> np.ndarray:
-        """One gold label id per predicted token; -1 where missing or unknown to the model."""
+    def _gold_ids(self, eg: Example, index: dict[str, int]) -> np.ndarray:
+        """One gold label id per predicted token (``index``: label key -> id); -1 where missing
+        or unknown to the model."""
         if self.annotate in ("ents", "spans"):
             return self.scheme.encode(self._gold_biluo(eg))
-        index = {label: i for i, label in enumerate(self._label_keys())}
         return np.array([index.get(v, -1) if v else -1 for v in self._gold_labels(eg)], dtype="i")
 
     def _label_keys(self) -> list[str]:
