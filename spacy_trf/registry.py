@@ -1,7 +1,7 @@
 """Function registries of spacy-trf, shared with spaCy's config system.
 
-Configs refer to entries with ``@span_getters`` and ``@annotation_setters``; users add their own
-with ``@spacy_trf.registry.span_getters("my_spans")``.
+Configs refer to entries with ``@span_getters``, ``@alignments`` and ``@annotation_setters``; users
+add their own with ``@spacy_trf.registry.span_getters("my_spans")``.
 """
 
 from typing import Any
@@ -18,5 +18,6 @@ def _get_or_create(name: str) -> Any:
 
 
 span_getters = _get_or_create("span_getters")
+alignments = _get_or_create("alignments")
 annotation_setters = _get_or_create("annotation_setters")
 architectures = spacy_registry.architectures

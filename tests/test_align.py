@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from spacy.tokens import Doc
 
 from spacy_trf.align import align_doc, token_bounds, whitespace_mask
+from spacy_trf.align.compat import align_doc_st_compat
 from spacy_trf.windows import make_batches, make_windows, piece_counts
 
 VOCAB = spacy.blank("en").vocab
@@ -61,6 +62,31 @@ def test_alignment_is_exactly_stripped_overlap(case: tuple[Doc, np.ndarray]) -> 
 def _pieces_of(align, i: int) -> list[int]:  # type: ignore[no-untyped-def]
     starts = np.cumsum(align.lengths) - align.lengths
     return align.dataXd[starts[i] : starts[i] + align.lengths[i]].tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc_and_pieces())
+def test_st_compat_alignment_is_spacy_transformers_rule(case: tuple[Doc, np.ndarray]) -> None:
+    """Each token owns its characters and the one after it (later tokens win); a piece belongs
+    to every token owning one of its characters."""
+    doc, pieces = case
+    owner = np.full(len(doc.text) + 1, -1)
+    for tok in doc:
+        owner[tok.idx : tok.idx + len(tok) + 1] = tok.i
+    align, missing = align_doc_st_compat(pieces, token_bounds(doc))
+    assert len(align.lengths) == len(doc) and len(missing) == 0
+    for tok in doc:
+        expected = [p for p, (a, b) in enumerate(pieces.tolist()) if tok.i in owner[a:b]]
+        assert _pieces_of(align, tok.i) == expected
+
+
+def test_st_compat_alignment_gives_a_token_the_next_words_leading_space_piece() -> None:
+    doc = Doc(VOCAB, words=["On", "Monday", ","], spaces=[True, False, False])
+    pieces = np.asarray([[0, 2], [2, 4], [4, 9], [9, 10], [0, 0]])  # On, ĠM, onday, ",", <s>
+    compat, _ = align_doc_st_compat(pieces, token_bounds(doc))
+    exact, _ = align_doc(pieces, token_bounds(doc))
+    assert [_pieces_of(compat, i) for i in range(3)] == [[0, 1], [1, 2], [3]]
+    assert [_pieces_of(exact, i) for i in range(3)] == [[0], [1, 2], [3]]
 
 
 def test_missing_tokens_are_reported() -> None:

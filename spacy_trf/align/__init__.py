@@ -3,9 +3,10 @@
 A piece belongs to every token whose character range overlaps the piece's range, both ranges taken
 after stripping whitespace. Byte-level BPE ("Ġword") and Metaspace ("▁word") offsets include the
 leading space; stripping makes them align to the word only. Whitespace tokens get no pieces.
-Everything is vectorised numpy.
+Everything is vectorised numpy. ``compat`` holds spacy-transformers' rule, for migrated pipelines.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -13,6 +14,8 @@ import numpy as np
 from spacy.attrs import IDX, LENGTH
 from spacy.tokens import Doc
 from thinc.types import Ints1d, Ragged
+
+from ..registry import alignments
 
 # Every code point for which str.isspace() holds lies below U+3001.
 _WS_LIMIT = 0x3001
@@ -25,6 +28,7 @@ class TokenBounds:
 
     starts: np.ndarray  # (n_tokens,) stripped start; whitespace tokens: start == end
     ends: np.ndarray
+    raw_starts: np.ndarray  # (n_tokens,) start as given (Token.idx), whitespace not stripped
     nonempty: np.ndarray  # (n_tokens,) bool: token has a non-whitespace character
     next_char: np.ndarray  # (n_chars + 1,) first non-space char index >= i (or n_chars)
     prev_end: np.ndarray  # (n_chars + 1,) one past the last non-space char index < i (or 0)
@@ -70,9 +74,8 @@ def char_bounds(text: str, starts: np.ndarray, ends: np.ndarray) -> TokenBounds:
     prev_end = np.zeros(n + 1, dtype=np.int64)
     if n:
         prev_end[1:] = np.maximum.accumulate(np.where(is_ws, 0, positions + 1))
-    table = TokenBounds(
-        np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), next_char, prev_end
-    )
+    empty = np.zeros(0, np.int64)
+    table = TokenBounds(empty, empty, starts, np.zeros(0, bool), next_char, prev_end)
     s, e = table.strip(starts, ends)
     nonempty = e > s
     # Whitespace tokens collapse onto their own start, which keeps both arrays sorted.
@@ -91,6 +94,24 @@ def expand_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return outer, inner
 
 
+# Pieces' (start, end) offsets and a text's token bounds -> (one entry per token holding its
+# piece indices in piece order, the non-whitespace tokens that no piece covers).
+Aligner = Callable[[np.ndarray, "TokenBounds"], tuple[Ragged, np.ndarray]]
+
+
+def ragged_by_token(pieces: np.ndarray, tokens: np.ndarray, n_tokens: int) -> Ragged:
+    """(piece, token) pairs -> one entry per token with its pieces, in piece order."""
+    order = np.argsort(tokens, kind="stable")
+    lengths = np.bincount(tokens, minlength=n_tokens).astype(np.int32)
+    return Ragged(cast(Ints1d, pieces[order].astype(np.int32)), cast(Ints1d, lengths))
+
+
+@alignments("spacy-trf.exact_alignment.v1")
+def configure_exact_alignment() -> Aligner:
+    """spacy-trf's alignment: a piece belongs to the tokens its non-space characters overlap."""
+    return align_doc
+
+
 def align_doc(piece_offsets: np.ndarray, bounds: TokenBounds) -> tuple[Ragged, np.ndarray]:
     """Align pieces to tokens.
 
@@ -104,9 +125,10 @@ def align_doc(piece_offsets: np.ndarray, bounds: TokenBounds) -> tuple[Ragged, n
     hi = np.where(p_end > p_start, hi, lo)
     pieces, tokens = expand_ranges(lo, hi)
     keep = bounds.nonempty[tokens]
-    pieces, tokens = pieces[keep], tokens[keep]
-    order = np.argsort(tokens, kind="stable")
-    lengths = np.bincount(tokens, minlength=n_tokens).astype(np.int32)
-    align = Ragged(cast(Ints1d, pieces[order].astype(np.int32)), cast(Ints1d, lengths))
-    missing = np.flatnonzero(bounds.nonempty & (lengths == 0))
+    align = ragged_by_token(pieces[keep], tokens[keep], n_tokens)
+    missing = np.flatnonzero(bounds.nonempty & (np.asarray(align.lengths) == 0))
     return align, missing
+
+
+# Registers spacy-transformers' rule beside the exact one (it builds on the helpers above).
+from . import compat  # noqa: E402, F401

@@ -251,6 +251,54 @@ def export_hf_cli(
     )
 
 
+@app.command(
+    "migrate", cls=PlainHelp, short_help="Convert a spacy-transformers config or pipeline."
+)
+def migrate_cli(
+    source: Path = typer.Argument(
+        ..., metavar="SOURCE", help="A spacy-transformers config.cfg or saved pipeline directory."
+    ),
+    output: Path = typer.Argument(
+        ..., metavar="OUTPUT", help="The config file or (new) pipeline directory to write."
+    ),
+    exact_alignment: bool = typer.Option(
+        False,
+        "--exact-alignment",
+        help="Align pieces exactly instead of as spacy-transformers did; reports what changes.",
+    ),
+    texts: Path | None = typer.Option(
+        None, "--texts", metavar="FILE", help="Texts (one per line) to measure the change on."
+    ),
+) -> None:
+    """Write the spacy-trf equivalent of a spacy-transformers config or saved pipeline (the
+    encoder as a plain Hugging Face directory, downstream components with their weights); no
+    spacy-transformers needed. Every setting that cannot carry over is reported."""
+    _quiet_hub()
+    from ..interop import MigrationError, migrate
+
+    try:
+        sample = None
+        if texts is not None:
+            sample = [line for line in texts.read_text(encoding="utf8").splitlines() if line]
+        report = migrate(source, output, exact_alignment, sample)
+    except (MigrationError, ValueError, OSError) as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from err
+    for note in report.notes:
+        typer.echo(f"Note: {note}")
+    typer.echo(f"Alignment: {report.alignment}")
+    if report.tokens_compared:
+        moved = ", ".join(f"{k} {v}" for k, v in report.annotations_changed.items()) or "none"
+        typer.echo(
+            f"On {report.sample_size} texts, {report.tokens_changed} of "
+            f"{report.tokens_compared} tokens get other pieces than spacy-transformers gave "
+            f"them; tokens whose predictions changed: {moved}; largest category score change "
+            f"{report.max_cats_change:.2g}. A short fine-tune (spacy train with "
+            "[components.NAME] source = OUTPUT) recovers them."
+        )
+    typer.echo(f"Saved {report.output}.")
+
+
 @app.command("annotate", cls=PlainHelp, short_help="Annotate a corpus on Ray, resumably.")
 def annotate_cli(
     pipeline: str = typer.Argument(..., metavar="PIPELINE", help="Saved pipeline directory."),

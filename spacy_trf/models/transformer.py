@@ -12,6 +12,7 @@ from spacy.tokens import Doc
 from thinc.api import Model
 
 from .. import defaults
+from ..align import Aligner, align_doc
 from ..encoder import (
     EncoderOptions,
     HFShim,
@@ -58,6 +59,39 @@ def TransformerModel(
     )  # fmt: skip
 
 
+@architectures("spacy-trf.TransformerModel.v2")
+def TransformerModel_v2(
+    name: str,
+    get_spans: SpanGetter,
+    window: int = defaults.WINDOW,
+    stride: int = defaults.STRIDE,
+    tokenizer_config: dict[str, Any] = {},  # noqa: B006 (read only; spaCy configs pass dicts)
+    transformer_config: dict[str, Any] = {},  # noqa: B006
+    output_hidden_states: bool = False,
+    output_attentions: bool = False,
+    alignment: Aligner | None = None,
+) -> DocsToOutputsModelT:
+    """TransformerModel.v1 with a choice of piece-to-token alignment.
+
+    alignment (Callable | None): How pieces map to tokens: None or spacy-trf.exact_alignment.v1
+        (exact), or spacy-trf.st_compat_alignment.v1 (spacy-transformers' rule, for pipelines
+        converted by `spacy-trf migrate` only).
+    Other arguments as in TransformerModel.v1.
+    """
+    if alignment is not None and not callable(alignment):
+        raise ValueError(
+            f"alignment must be an alignment function such as spacy-trf.exact_alignment.v1, "
+            f"got {alignment!r}."
+        )
+    return transformer_model(
+        name, get_spans, window, stride, tokenizer_config, transformer_config,
+        EncoderOptions(
+            output_hidden_states=output_hidden_states, output_attentions=output_attentions
+        ),
+        aligner=alignment or align_doc,
+    )  # fmt: skip
+
+
 def transformer_model(
     name: str,
     get_spans: SpanGetter,
@@ -67,8 +101,9 @@ def transformer_model(
     transformer_config: dict[str, Any],
     options: EncoderOptions,
     head: str | None = None,
+    aligner: Aligner = align_doc,
 ) -> DocsToOutputsModelT:
-    """TransformerModel.v1's model; with ``head`` ("token" or "sequence") over a model with
+    """TransformerModel's model; with ``head`` ("token" or "sequence") over a model with
     that fine-tuned classification head, whose output rows are then its logits."""
     check_window_setting(window, stride)
     if not callable(get_spans):
@@ -87,6 +122,7 @@ def transformer_model(
         attrs={
             "name": name,
             "get_spans": get_spans,
+            "aligner": aligner,
             "window": window,
             "stride": stride,
             "tokenizer_config": dict(tokenizer_config),
@@ -140,7 +176,7 @@ def plan_docs(model: Model, docs: list[Doc]) -> WindowPlan:
     spans = model.attrs["get_spans"](docs)
     if len(spans) != len(docs):
         raise ValueError(f"The span getter returned {len(spans)} span lists for {len(docs)} docs.")
-    pieces = pieces_tok.encode_docs(docs, spans)
+    pieces = pieces_tok.encode_docs(docs, spans, model.attrs.get("aligner", align_doc))
     return plan_windows(pieces, model.attrs["window"], model.attrs["stride"])
 
 
@@ -154,6 +190,7 @@ def iter_inputs(model: Model, docs: list[Doc]) -> list[dict[str, torch.Tensor]]:
 
 __all__ = [
     "TransformerModel",
+    "TransformerModel_v2",
     "check_window_setting",
     "iter_inputs",
     "plan_docs",

@@ -10,7 +10,7 @@ import numpy as np
 from spacy.tokens import Doc, Span
 from tokenizers import Tokenizer
 
-from ..align import TokenBounds, align_doc, token_bounds, word_bounds
+from ..align import Aligner, TokenBounds, align_doc, token_bounds, word_bounds
 
 
 @dataclass
@@ -108,7 +108,9 @@ class PieceTokenizer:
             out.append((ids, offsets))
         return out
 
-    def encode_docs(self, docs: list[Doc], spans: list[list[Span]]) -> list[DocPieces]:
+    def encode_docs(
+        self, docs: list[Doc], spans: list[list[Span]], aligner: Aligner = align_doc
+    ) -> list[DocPieces]:
         """Tokenize all spans of all docs in one batched call and align pieces to tokens."""
         doc_texts = [doc.text for doc in docs]  # Doc.text is rebuilt on every access
         texts = [
@@ -126,7 +128,7 @@ class PieceTokenizer:
             span_starts = np.asarray([s.start for s in doc_spans], dtype=np.int64)
             span_ends = np.asarray([s.end for s in doc_spans], dtype=np.int64)
             bounds = token_bounds(doc, text)
-            result.append(self._aligned(bounds, span_starts, span_ends, span_pieces))
+            result.append(self._aligned(bounds, span_starts, span_ends, span_pieces, aligner))
         return result
 
     def encode_words(self, sequences: list[list[str]]) -> list[DocPieces]:
@@ -151,10 +153,11 @@ class PieceTokenizer:
         span_starts: np.ndarray,
         span_ends: np.ndarray,
         span_pieces: list[tuple[np.ndarray, np.ndarray]],
+        aligner: Aligner = align_doc,
     ) -> DocPieces:
         """DocPieces from each span's pieces (offsets in the text of ``bounds``)."""
         pieces = _concat(span_pieces)
-        align, missing = align_doc(pieces[1], bounds)
+        align, missing = aligner(pieces[1], bounds)
         if len(missing):
             # Tokens outside every span (a getter may skip some) are not the tokenizer's doing.
             inside = (
@@ -166,7 +169,7 @@ class PieceTokenizer:
             # removed by a normalizer): give each an unknown-token piece so no word is invisible.
             span_pieces = self._insert_unknown(span_pieces, span_starts, span_ends, bounds, missing)
             pieces = _concat(span_pieces)
-            align, _ = align_doc(pieces[1], bounds)
+            align, _ = aligner(pieces[1], bounds)
         return DocPieces(
             ids=pieces[0],
             offsets=pieces[1],
