@@ -8,13 +8,14 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import spacy
 import srsly
 import torch
-from thinc.api import Config
+from thinc.api import Config, Model, chain, reduce_mean
 from typer.testing import CliRunner
 
 from spacy_trf.cli import app
@@ -207,6 +208,22 @@ def test_tok2vec_component_and_both_listener_kinds_migrate(model_dirs: dict[str,
     assert len(doc._.trf.align.lengths) == len(doc)
 
 
+def test_listeners_on_a_cnn_tok2vec_stay_as_they_are() -> None:
+    cfg = Config().from_str(ST_TOK2VEC_CONFIG.format(model="m"))
+    cfg["components"]["cnn"] = {
+        "factory": "tok2vec",
+        "model": {"@architectures": "spacy.HashEmbedCNN.v2"},
+    }
+    cfg["components"]["tagger"]["model"]["tok2vec"]["upstream"] = "cnn"
+    config, _ = migrate_config(cfg)
+    assert config["components"]["cnn"] == cfg["components"]["cnn"]
+    assert config["components"]["tagger"]["model"]["tok2vec"] == {
+        "@architectures": "spacy.Tok2VecListener.v1",
+        "width": 32,
+        "upstream": "cnn",
+    }
+
+
 def test_unmigratable_settings_are_named() -> None:
     cfg = Config().from_str(ST_TOK2VEC_CONFIG.format(model="m"))
     cfg["components"]["tok2vec"]["model"]["get_spans"] = {"@span_getters": "my.spans.v1"}
@@ -265,6 +282,37 @@ def test_cli_migrates_and_reports(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "Error:" in result.output
 
 
+def _unused(model: Model, X: Any, is_train: bool) -> Any:
+    raise NotImplementedError
+
+
+def saved_as_spacy_transformers(model: Model) -> bytes:
+    """A component model's bytes as spacy-transformers 1.4 saves them: its listener is
+    chain(TransformerListener, trfs2arrays(reduce_mean)) (checked against real bytes below)."""
+    host = model.copy()
+    root = next(n for n in host.walk() if n.name == "spacy-trf.TokenVectors")
+    theirs = chain(
+        Model("transformer-listener", _unused, dims={"nO": None}),
+        Model("trfs2arrays", _unused, layers=[reduce_mean()]),
+    )
+    host.replace_node(root, theirs)
+    return host.to_bytes()
+
+
+@needs_saved
+def test_the_spacy_transformers_layout_of_the_fixtures_is_the_real_one(migrated: Path) -> None:
+    def layout(msg: dict) -> list[tuple]:
+        params = [{k: np.asarray(v).shape for k, v in p.items() if v is not None}
+                  for p in msg["params"]]  # fmt: skip
+        return [(n["name"], p) for n, p in zip(msg["nodes"], params, strict=True)
+                if ">>" not in n["name"]]  # fmt: skip
+
+    real = srsly.msgpack_loads((SAVED / "tagger" / "model").read_bytes())
+    tagger = spacy.load(migrated).get_pipe("tagger").model
+    ours = srsly.msgpack_loads(saved_as_spacy_transformers(tagger))
+    assert layout(ours) == layout(real)
+
+
 ST_LISTENER = {
     "@architectures": "spacy-transformers.TransformerListener.v1",
     "grad_factor": 1.0,
@@ -288,10 +336,8 @@ def test_ner_and_textcat_weights_move_into_the_migrated_model(
     migrated: Path, tmp_path: Path
 ) -> None:
     """Heads trained on the (frozen) encoder, saved in spacy-transformers' layer structure,
-    predict the same after migration."""
+    predict the same after migration; a disabled component keeps what it saved."""
     from spacy.training import Example
-
-    from spacy_trf.interop.migrate import _copy_outside, _stand_in_host
 
     st_config = Config().from_disk(SAVED / "config.cfg", interpolate=False)
     st_config["nlp"]["pipeline"] = ["transformer", "tagger", "ner", "textcat"]
@@ -322,14 +368,19 @@ def test_ner_and_textcat_weights_move_into_the_migrated_model(
         comp = nlp.get_pipe(name)
         shutil.rmtree(st_dir / name, ignore_errors=True)
         comp.to_disk(st_dir / name, exclude=["vocab"])
-        root = next(n for n in comp.model.walk() if n.name == "spacy-trf.TokenVectors")
-        saved = _stand_in_host(comp.model, root, ST_LISTENER)
-        _copy_outside(comp.model, saved, name)
-        (st_dir / name / "model").write_bytes(saved.to_bytes())
+        (st_dir / name / "model").write_bytes(saved_as_spacy_transformers(comp.model))
+    before = list(nlp.pipe(texts))
+    ruler = nlp.add_pipe("entity_ruler", name="ruler")
+    ruler.add_patterns([{"label": "GPE", "pattern": "Oslo"}])  # type: ignore[attr-defined]
+    ruler.to_disk(st_dir / "ruler")
+    st_config["nlp"]["pipeline"].append("ruler")
+    st_config["nlp"]["disabled"] = ["ruler"]
+    st_config["components"]["ruler"] = {"factory": "entity_ruler"}
+    st_config.to_disk(st_dir / "config.cfg")
     nlp.vocab.to_disk(st_dir / "vocab")
     out = migrate(st_dir, tmp_path / "out").output
     again = spacy.load(out)
-    before = list(nlp.pipe(texts))
+    assert again.disabled == ["ruler"]
     assert any(doc.ents for doc in before)
     for a, b in zip(before, again.pipe(texts), strict=True):
         assert [t.tag_ for t in a] == [t.tag_ for t in b]
@@ -337,3 +388,5 @@ def test_ner_and_textcat_weights_move_into_the_migrated_model(
             (e.start, e.end, e.label_) for e in b.ents
         ]
         assert a.cats == pytest.approx(b.cats, abs=1e-6)
+    again.enable_pipe("ruler")
+    assert ("Oslo", "GPE") in [(e.text, e.label_) for e in again(texts[0]).ents]

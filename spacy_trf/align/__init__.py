@@ -7,7 +7,7 @@ Everything is vectorised numpy. ``compat`` holds spacy-transformers' rule, for m
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
@@ -28,10 +28,11 @@ class TokenBounds:
 
     starts: np.ndarray  # (n_tokens,) stripped start; whitespace tokens: start == end
     ends: np.ndarray
-    raw_starts: np.ndarray  # (n_tokens,) start as given (Token.idx), whitespace not stripped
     nonempty: np.ndarray  # (n_tokens,) bool: token has a non-whitespace character
     next_char: np.ndarray  # (n_chars + 1,) first non-space char index >= i (or n_chars)
     prev_end: np.ndarray  # (n_chars + 1,) one past the last non-space char index < i (or 0)
+    # (n_tokens,) starts as given (Token.idx), whitespace not stripped
+    raw_starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def strip(self, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Shrink [start, end) ranges to exclude leading and trailing whitespace."""
@@ -75,7 +76,7 @@ def char_bounds(text: str, starts: np.ndarray, ends: np.ndarray) -> TokenBounds:
     if n:
         prev_end[1:] = np.maximum.accumulate(np.where(is_ws, 0, positions + 1))
     empty = np.zeros(0, np.int64)
-    table = TokenBounds(empty, empty, starts, np.zeros(0, bool), next_char, prev_end)
+    table = TokenBounds(empty, empty, np.zeros(0, bool), next_char, prev_end, starts)
     s, e = table.strip(starts, ends)
     nonempty = e > s
     # Whitespace tokens collapse onto their own start, which keeps both arrays sorted.

@@ -28,8 +28,9 @@ def align_doc_st_compat(
     starts = bounds.raw_starts
     n_tokens = len(starts)
     p_start, p_end = piece_offsets[:, 0], piece_offsets[:, 1]
-    # spaCy tokens tile the text (a token's text plus at most its one trailing space), so a
-    # character belongs to the last token starting at or before it: a piece covers a run of them.
+    # spaCy tokens are never empty and tile the text (a token's text plus at most its one
+    # trailing space), so a character belongs to the last token starting at or before it, and a
+    # piece to the run of tokens from its first character's to its last one's.
     lo = np.searchsorted(starts, p_start, side="right") - 1
     hi = np.searchsorted(starts, p_end - 1, side="right")
     lo = np.maximum(lo, 0)

@@ -293,8 +293,8 @@ def migrate_cli(
             f"On {report.sample_size} texts, {report.tokens_changed} of "
             f"{report.tokens_compared} tokens get other pieces than spacy-transformers gave "
             f"them; tokens whose predictions changed: {moved}; largest category score change "
-            f"{report.max_cats_change:.2g}. A short fine-tune (spacy train with "
-            "[components.NAME] source = OUTPUT) recovers them."
+            f"{report.max_cats_change:.2g}. Fine-tune to adapt the components (spacy train "
+            "with [components.NAME] source = OUTPUT)."
         )
     typer.echo(f"Saved {report.output}.")
 

@@ -115,8 +115,11 @@ def migrate(
         raise MigrationError(f"{output} is a directory: give the path of the config to write.")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
-    config.to_disk(tmp)
-    tmp.replace(output)
+    try:
+        config.to_disk(tmp)
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
     return MigrationReport(output, config, notes, ALIGNMENTS[exact_alignment])
 
 
@@ -141,20 +144,12 @@ def migrate_config(
     config = Config(copy.deepcopy(dict(config)))
     notes: list[str] = []
     components = config.get("components", {})
-    encoders: dict[str, dict[str, Any]] = {}  # migrated tok2vec name -> its pooling settings
+    encoders = tok2vec_encoders(config)
+    names = encoder_names(config)
+    for name in names:
+        components[name] = _trf_component(name, components[name], exact_alignment, limits, notes)
     for name, comp in components.items():
-        arch = _arch(comp.get("model"))
-        if comp.get("factory") == "transformer":
-            components[name] = _trf_component(name, comp, exact_alignment, limits, notes)
-        elif comp.get("factory") == "tok2vec" and arch in ST_TOK2VECS:
-            model = comp["model"]
-            encoders[name] = {
-                "pooling": model.get("pooling", {"@layers": "reduce_mean.v1"}),
-                "grad_factor": model.get("grad_factor", 1.0),
-            }
-            components[name] = _trf_component(name, comp, exact_alignment, limits, notes)
-    for name, comp in components.items():
-        if comp.get("factory") != "trf" and isinstance(comp.get("model"), dict):
+        if name not in names and isinstance(comp.get("model"), dict):
             comp["model"] = _migrate_block(comp["model"], encoders, f"components.{name}.model")
     left = list(_st_paths(dict(config)))
     if left:
@@ -171,6 +166,30 @@ def _arch(block: Any) -> str | None:
     return block.get("@architectures") if isinstance(block, dict) else None
 
 
+def encoder_names(config: Config) -> list[str]:
+    """The components that become trf components: transformer ones and tok2vec ones on a
+    spacy-transformers encoder."""
+    return [
+        name
+        for name, comp in config.get("components", {}).items()
+        if comp.get("factory") == "transformer"
+        or (comp.get("factory") == "tok2vec" and _arch(comp.get("model")) in ST_TOK2VECS)
+    ]
+
+
+def tok2vec_encoders(config: Config) -> dict[str, dict[str, Any]]:
+    """Migrated tok2vec components -> the pooling settings their listeners take over."""
+    components = config.get("components", {})
+    return {
+        name: {
+            "pooling": components[name]["model"].get("pooling", {"@layers": "reduce_mean.v1"}),
+            "grad_factor": components[name]["model"].get("grad_factor", 1.0),
+        }
+        for name in encoder_names(config)
+        if components[name].get("factory") == "tok2vec"
+    }
+
+
 def _trf_component(
     name: str,
     comp: dict[str, Any],
@@ -185,12 +204,27 @@ def _trf_component(
             f"components.{name} uses {arch!r}, not one of {', '.join(ST_MODELS + ST_TOK2VECS)}."
         )
     where = f"components.{name}"
+    if not isinstance(st_model.get("name"), str):
+        raise MigrationError(f"{where}.model has no name: set the model's hub id or directory.")
     limit = (limits or {}).get(name)
-    window, stride, get_spans = _windows(st_model.get("get_spans", {}), limit, where, notes)
+    window, stride, get_spans = _windows(st_model.get("get_spans") or {}, limit, where, notes)
     tokenizer_config = dict(st_model.get("tokenizer_config", {}))
     if tokenizer_config.pop("use_fast", True) is False:
         notes.append(
-            f"{where}: use_fast = false dropped; spacy-trf always uses the fast tokenizer."
+            f"{where}: use_fast = false dropped: spacy-trf always uses the fast tokenizer, whose "
+            "pieces and alignment differ from the slow one's, so the downstream components read "
+            "other rows than they were trained on: migrate with --exact-alignment and fine-tune."
+        )
+    transformer_config = dict(st_model.get("transformer_config", {}))
+    outputs = {
+        key: bool(transformer_config.pop(key))
+        for key in ("output_hidden_states", "output_attentions")
+        if key in transformer_config
+    }
+    if outputs:
+        notes.append(
+            f"{where}.model.transformer_config: {', '.join(outputs)} became the architecture's "
+            "own settings (spacy-trf keeps them on doc._.trf)."
         )
     for key in sorted(set(st_model) - MODEL_KEYS):
         notes.append(f"{where}.model.{key} has no spacy-trf equivalent and was dropped.")
@@ -210,6 +244,11 @@ def _trf_component(
             f"{where}: the tok2vec component on {arch} became a trf component; its pooling and "
             "grad_factor moved to the listeners."
         )
+    if "max_batch_items" in comp:
+        notes.append(
+            f"{where}: max_batch_items = {comp['max_batch_items']} became max_batch_pieces "
+            "(padded pieces per forward call, windows sorted by length)."
+        )
     new = {
         "factory": "trf",
         "max_batch_pieces": comp.get("max_batch_items", defaults.MAX_BATCH_PIECES),
@@ -221,7 +260,8 @@ def _trf_component(
             "stride": stride,
             "get_spans": get_spans,
             "tokenizer_config": tokenizer_config,
-            "transformer_config": dict(st_model.get("transformer_config", {})),
+            "transformer_config": transformer_config,
+            **outputs,
             "alignment": {"@alignments": ALIGNMENTS[exact_alignment]},
         },
     }
@@ -257,29 +297,43 @@ def _windows(
     window = limit or defaults.WINDOW
     overlap = defaults.WINDOW - defaults.STRIDE
     stride = window - overlap if window > 2 * overlap else window
+    notes.append(
+        f"{where}: spacy-transformers cut {getter.split('.')[1]} longer than the model's limit; "
+        f"spacy-trf reads them whole in windows of {window} pieces every {stride}."
+    )
     return window, stride, spans_cfg
 
 
 def _migrate_block(block: Any, encoders: dict[str, dict[str, Any]], where: str) -> Any:
     """A component's model settings with spacy-transformers' listeners replaced by ours."""
     if isinstance(block, dict):
-        arch = block.get("@architectures")
-        if arch == ST_LISTENER:
-            return _listener(block.get("pooling", {"@layers": "reduce_mean.v1"}),
-                             block.get("grad_factor", 1.0), block.get("upstream", "*"))  # fmt: skip
-        if arch in SPACY_LISTENERS:
-            upstream = block.get("upstream", "*")
-            names = list(encoders) if upstream == "*" else [upstream]
-            if names and all(n in encoders for n in names):
-                if len(names) > 1:
-                    raise MigrationError(
-                        f"{where}: a Tok2VecListener with upstream '*' and several migrated "
-                        f"tok2vec components ({', '.join(names)}); name its upstream."
-                    )
-                enc = encoders[names[0]]
-                return _listener(enc["pooling"], enc["grad_factor"], names[0])
+        ours = _listener_for(block, encoders, where)
+        if ours is not None:
+            return ours
         return {k: _migrate_block(v, encoders, f"{where}.{k}") for k, v in block.items()}
     return block
+
+
+def _listener_for(
+    block: dict[str, Any], encoders: dict[str, dict[str, Any]], where: str = ""
+) -> dict[str, Any] | None:
+    """Our listener for a spacy-transformers listener, or a spaCy Tok2VecListener on a migrated
+    tok2vec; None for any other block (e.g. a Tok2VecListener on a CNN tok2vec)."""
+    arch = block.get("@architectures")
+    if arch == ST_LISTENER:
+        return _listener(block.get("pooling", {"@layers": "reduce_mean.v1"}),
+                         block.get("grad_factor", 1.0), block.get("upstream", "*"))  # fmt: skip
+    if arch in SPACY_LISTENERS and encoders:
+        upstream = block.get("upstream", "*")
+        if upstream == "*" and len(encoders) > 1:
+            raise MigrationError(
+                f"{where}: a Tok2VecListener with upstream '*' and several migrated tok2vec "
+                f"components ({', '.join(encoders)}): name its upstream."
+            )
+        name = next(iter(encoders)) if upstream == "*" else upstream
+        if name in encoders:
+            return _listener(encoders[name]["pooling"], encoders[name]["grad_factor"], name)
+    return None
 
 
 def _listener(pooling: Any, grad_factor: Any, upstream: str) -> dict[str, Any]:
@@ -338,8 +392,9 @@ def read_st_encoder(model_bytes: bytes, where: str) -> tuple[dict[str, Any], dic
 
 def write_hf_dir(
     config: dict[str, Any], state: dict, files: dict[str, bytes], path: Path, where: str
-) -> int | None:
-    """Write the encoder as a plain HF directory; return its content-piece limit per window."""
+) -> tuple[int | None, list[str]]:
+    """Write the encoder as a plain HF directory; return its content-piece limit per window
+    and notes on saved buffers the model no longer keeps."""
     tok_dir = path.with_name(path.name + "-tokenizer")
     tok_dir.mkdir(parents=True)
     for fname, data in files.items():
@@ -348,9 +403,13 @@ def write_hf_dir(
     model_type = cfg.pop("model_type", None)
     if not model_type:
         raise MigrationError(f"{where}: the saved HF config names no model_type.")
-    hf_config = AutoConfig.for_model(model_type, **cfg)
-    model = AutoModel.from_config(hf_config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    model = AutoModel.from_config(AutoConfig.for_model(model_type, **cfg))
+    # Older transformers saved buffers (e.g. embeddings.position_ids) that are no longer kept.
+    buffers = {name for name, _ in model.named_buffers()} - set(model.state_dict())
+    stale = sorted(set(state) & buffers)
+    missing, unexpected = model.load_state_dict(
+        {k: v for k, v in state.items() if k not in buffers}, strict=False
+    )
     if missing or unexpected:
         raise MigrationError(
             f"{where}: the saved weights do not fit {type(model).__name__} (missing "
@@ -361,8 +420,10 @@ def write_hf_dir(
         raise MigrationError(f"{where}: the saved tokenizer is not a fast tokenizer.")
     save_hf(model.eval(), tokenizer, path)
     shutil.rmtree(tok_dir)
+    notes = [f"{where}: saved buffers {', '.join(stale)} left out (recomputed by the model)."]
     limit = max_sequence_length(model, tokenizer)
-    return None if limit is None else limit - PieceTokenizer(tokenizer).template.n_special
+    n_special = PieceTokenizer(tokenizer).template.n_special
+    return (None if limit is None else limit - n_special), notes if stale else []
 
 
 def migrate_pipeline(
@@ -373,41 +434,49 @@ def migrate_pipeline(
         raise MigrationError(f"{source} has no config.cfg: is it a saved spaCy pipeline?")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise MigrationError(f"{output} exists and is not empty: give a new directory.")
+    if texts is not None and not texts:
+        raise MigrationError("No texts to compare the alignments on: give at least one text.")
     st_config = read_config(source / "config.cfg")
-    st_meta = srsly.read_json(source / "meta.json") if (source / "meta.json").is_file() else {}
-    plain, _ = migrate_config(st_config, exact_alignment)  # which components become encoders
-    encoders = [n for n, c in plain.get("components", {}).items() if c.get("factory") == "trf"]
+    encoders = encoder_names(st_config)
+    listening = _listening_components(st_config)
     output.parent.mkdir(parents=True, exist_ok=True)
+    # Staged beside the output, so that it appears whole, by one rename.
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp_dir:
         tmp = Path(tmp_dir)
-        limits, hf_dirs = {}, {}
+        limits, hf_dirs, buffer_notes = {}, {}, []
         for name in encoders:
             where = str(source / name / "model")
             if not (source / name / "model").is_file():
                 raise MigrationError(f"{where} is missing: the pipeline was not saved whole.")
             parts = read_st_encoder((source / name / "model").read_bytes(), where)
             hf_dirs[name] = tmp / "hf" / name
-            limit = write_hf_dir(*parts, hf_dirs[name], where)
+            limit, found = write_hf_dir(*parts, hf_dirs[name], where)
+            buffer_notes += found
             if limit is not None:
                 limits[name] = limit
         config, notes = migrate_config(st_config, exact_alignment, limits)
+        notes += buffer_notes
         build = Config(copy.deepcopy(dict(config)))
         for name in encoders:
             build["components"][name]["model"]["name"] = str(hf_dirs[name])
         nlp = util.load_model_from_config(build, auto_fill=True, validate=True)
-        cast(Any, nlp.tokenizer).from_disk(source / "tokenizer")
-        nlp.vocab.from_disk(source / "vocab")
+        names = nlp.component_names  # disabled ones too
+        nlp.from_disk(source, exclude=["config.cfg", *names])  # meta, vocab, tokenizer
         for name in encoders:
-            cast(Any, nlp.get_pipe(name)).initialize()
-        for name, comp in nlp.pipeline:
-            if name not in encoders and (source / name).is_dir():
-                _load_component(comp, source / name, st_config, name)
-        nlp.meta.update({k: v for k, v in st_meta.items() if k in META_KEYS})
+            cast(Any, nlp.get_pipe(name)).initialize()  # from the HF directory written above
+        for name, blocks in listening.items():
+            _load_listening(nlp.get_pipe(name), source / name, blocks, name)
+        # The other components load as saved, last: some (an entity ruler's phrase patterns)
+        # run the components before them while loading.
+        loaded = ["config.cfg", "meta.json", "vocab", "tokenizer", *encoders, *listening]
+        nlp.from_disk(source, exclude=loaded)
         staged = tmp / "pipeline"
         nlp.to_disk(staged)
         config = nlp.config.copy()  # filled in, with the encoders' names as saved
         for name in encoders:
-            config["components"][name]["model"]["name"] = plain["components"][name]["model"]["name"]
+            config["components"][name]["model"]["name"] = st_config["components"][name]["model"][
+                "name"
+            ]
         config.to_disk(staged / "config.cfg")
         report = MigrationReport(output, config, notes, ALIGNMENTS[exact_alignment])
         migrated = spacy.load(staged)  # the migrated pipeline must load as users will load it
@@ -421,102 +490,72 @@ def migrate_pipeline(
     return report
 
 
-META_KEYS = ("lang", "name", "version", "description", "author", "email", "url", "license",
-             "sources", "labels")  # fmt: skip
+def _listening_components(config: Config) -> dict[str, list[dict[str, Any]]]:
+    """Components whose model holds listeners that migrate to ours -> those listeners' blocks."""
+    encoders = tok2vec_encoders(config)
+
+    def found(block: Any) -> Iterator[dict[str, Any]]:
+        if isinstance(block, dict):
+            if _listener_for(block, encoders) is not None:
+                yield block
+                return
+            for value in block.values():
+                yield from found(value)
+
+    names = encoder_names(config)
+    out = {
+        n: list(found(c.get("model"))) for n, c in config["components"].items() if n not in names
+    }
+    return {n: blocks for n, blocks in out.items() if blocks}
 
 
-def _load_component(comp: Any, path: Path, st_config: Config, name: str) -> None:
-    """Load a downstream component: its cfg as saved, its weights moved into the migrated
-    model (the same layers, around a different listener)."""
-    st_block = st_config["components"][name]
-    if not hasattr(comp, "model") or not isinstance(comp.model, Model):
-        comp.from_disk(path)
-        return
-    listeners = list(_st_listeners(st_block.get("model")))
-    if not listeners:
-        comp.from_disk(path)  # no encoder inside: its weights load as they are
-        return
+def _load_listening(comp: Any, path: Path, blocks: list[dict[str, Any]], name: str) -> None:
+    """Load a component that listened to a spacy-transformers encoder: its cfg as saved, its
+    weights read by Thinc into its migrated model with each listener swapped for a stand-in of
+    spacy-transformers' layer structure (dims, params, attrs and shims of the other layers)."""
     comp.from_disk(path, exclude=["model", "vocab"])
-    ours = comp.model
-    ours_roots = [n for n in ours.walk() if n.name == "spacy-trf.TokenVectors"]
-    if len(ours_roots) != len(listeners) or len({repr(b) for b in listeners}) > 1:
+    model: Model = comp.model
+    roots = [n for n in model.walk() if n.name == TOKEN_VECTORS]
+    if len(roots) != len(blocks):
         raise MigrationError(
-            f"components.{name}: {len(listeners)} spacy-transformers listeners with different "
-            "settings in one component cannot be migrated."
+            f"components.{name}: {len(blocks)} listeners in its config but {len(roots)} in its "
+            "migrated model."
         )
-    st_model = _stand_in_host(ours, ours_roots[0], listeners[0])
+    names = [node.name for node in model.walk()]
+    stand_ins = [_stand_in(block) for block in blocks]
+    for root, stand_in in zip(roots, stand_ins, strict=True):
+        model.replace_node(root, stand_in)
     try:
-        st_model.from_bytes((path / "model").read_bytes())
+        model.from_bytes((path / "model").read_bytes())
     except Exception as err:
         raise MigrationError(
-            f"{path / 'model'} does not match its config (was it saved by spacy-transformers "
-            f"with this config?): {err}"
+            f"{path / 'model'} does not fit its config's architecture (was it saved by "
+            f"spacy-transformers with this config?): {err}"
         ) from err
-    _copy_outside(st_model, ours, name)
+    finally:
+        for root, stand_in in zip(roots, stand_ins, strict=True):
+            model.replace_node(stand_in, root)
+    for node, node_name in zip(model.walk(), names, strict=True):
+        node.name = node_name
 
 
-def _st_listeners(block: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(block, dict):
-        if block.get("@architectures") in (ST_LISTENER, *SPACY_LISTENERS):
-            yield block
-            return
-        for value in block.values():
-            yield from _st_listeners(value)
+TOKEN_VECTORS = "spacy-trf.TokenVectors"  # the root of our listener's layers (tokens_from)
 
 
-def _noop(model: Model, X: Any, is_train: bool) -> tuple[Any, Any]:
-    raise NotImplementedError("A stand-in for a saved layer structure only; never run.")
-
-
-def _stand_in_host(ours: Model, root: Model, listener: dict[str, Any]) -> Model:
-    """A copy of our component model whose listener has spacy-transformers' layer structure,
-    so that Thinc reads the saved weights into it node by node."""
-    host = ours.copy()
-    host_root = next(n for n in host.walk() if n.name == root.name)
-    if listener.get("@architectures") == ST_LISTENER:
-        pooling_cfg = listener.get("pooling", {"@layers": "reduce_mean.v1"})
+def _stand_in(block: dict[str, Any]) -> Model:
+    """Layers shaped as spacy-transformers' listener (or spaCy's Tok2VecListener) saved them."""
+    if block.get("@architectures") == ST_LISTENER:
+        pooling_cfg = block.get("pooling", {"@layers": "reduce_mean.v1"})
         pooling = util.registry.resolve(Config({"p": pooling_cfg}))["p"]
-        stand_in: Model = chain(
-            Model("transformer-listener", _noop, dims={"nO": None}),
-            Model("trfs2arrays", _noop, layers=[pooling]),
+        return chain(
+            Model("transformer-listener", _never_run, dims={"nO": None}),
+            Model("trfs2arrays", _never_run, layers=[pooling]),
         )
-    else:
-        stand_in = Model("tok2vec-listener", _noop, dims={"nO": None})
-    host.replace_node(host_root, stand_in)
-    return host
+    return Model("tok2vec-listener", _never_run, dims={"nO": None})
 
 
-def _subtree_ids(model: Model, names: tuple[str, ...]) -> set[int]:
-    return {id(node) for top in model.walk() if top.name in names for node in top.walk()}
-
-
-# The listeners' layers: spacy-transformers', spaCy's Tok2VecListener, spacy-trf's.
-LISTENER_ROOTS = ("transformer-listener>>trfs2arrays", "tok2vec-listener", "spacy-trf.TokenVectors")
-
-
-def _copy_outside(src_model: Model, dst_model: Model, name: str) -> None:
-    """Copy dims and params of every layer outside the listeners, in walk order (the same
-    architecture around different listeners walks the other layers in the same order)."""
-    skip_src = _subtree_ids(src_model, LISTENER_ROOTS)
-    skip_dst = _subtree_ids(dst_model, LISTENER_ROOTS)
-    src = [n for n in src_model.walk() if id(n) not in skip_src]
-    dst = [n for n in dst_model.walk() if id(n) not in skip_dst]
-    if len(src) != len(dst):
-        raise MigrationError(
-            f"components.{name}: the saved model has {len(src)} layers besides its listener, "
-            f"the migrated one {len(dst)}: its architecture differs from the config."
-        )
-    for a, b in zip(src, dst, strict=True):
-        if ">>" not in a.name and a.name != b.name:
-            raise MigrationError(
-                f"components.{name}: saved layer {a.name!r} does not match {b.name!r}."
-            )
-        for dim in a.dim_names:
-            if a.has_dim(dim) is True and b.has_dim(dim) is not False:
-                b.set_dim(dim, a.get_dim(dim), force=True)
-        for param in a.param_names:
-            if a.has_param(param):
-                b.set_param(param, a.get_param(param).copy())
+def _never_run(model: Model, X: Any, is_train: bool) -> tuple[Any, Any]:
+    raise NotImplementedError("A stand-in for a saved layer structure; never run.")
 
 
 def _compare_alignments(
