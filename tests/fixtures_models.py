@@ -7,6 +7,7 @@ reload offline. Builds are deterministic and take well under a second.
 """
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,12 @@ def _canonical_pieces(tokenizer: Tokenizer) -> list[tuple[str, float]]:
     floor = min(score for _, score in rest)
     scored = [(p, round(s, 6) if s > floor + 0.01 else round(floor, 4)) for p, s in rest]
     return [(p, s) for p, s in specials] + sorted(scored, key=lambda ps: (-ps[1], ps[0]))
+
+
+# Pipelines saved by earlier releases and by spacy-transformers (see its README); never copied.
+COMPAT = Path(
+    os.environ.get("SPACY_TRF_COMPAT", Path(__file__).parent.parent.parent / "shared" / "compat")
+)
 
 
 def minilm_path() -> str:

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import spacy
 
-COMPAT = Path(
-    os.environ.get("SPACY_TRF_COMPAT", Path(__file__).parent.parent.parent / "shared" / "compat")
-)
+from .fixtures_models import COMPAT
+
 SAVED = COMPAT / "pipeline-0.1.0"
 EXPECTED = COMPAT / "expected-0.1.0.json"
 

@@ -5,7 +5,6 @@ migrate setting by setting; bad inputs get one clear error and leave nothing beh
 import importlib.util
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,8 @@ from typer.testing import CliRunner
 from spacy_trf.cli import app
 from spacy_trf.interop import MigrationError, migrate, migrate_config
 
-COMPAT = Path(
-    os.environ.get("SPACY_TRF_COMPAT", Path(__file__).parent.parent.parent / "shared" / "compat")
-)
+from .fixtures_models import COMPAT
+
 SAVED = COMPAT / "spacy-transformers-1.4.0-pipeline"
 EXPECTED = COMPAT / "expected-spacy-transformers-1.4.0.json"
 needs_saved = pytest.mark.skipif(not SAVED.exists(), reason="needs ../shared/compat")

@@ -14,7 +14,7 @@ from spacy_trf.cli.init_config import make_config
 from .conftest import data_dir
 
 EWT = data_dir() / "ud-en-ewt"
-# Floors from a measured run (TAG 0.948, UPOS 0.953 after 300 steps), minus a margin for noise.
+# Floors from a measured run (TAG 0.939, UPOS 0.946 after 150 steps), minus a margin for noise.
 TAG_FLOOR = 0.92
 POS_FLOOR = 0.93
 
@@ -36,7 +36,7 @@ def test_ewt_tagger_reaches_its_floor(tmp_path: Path, model_dirs: dict) -> None:
     dev_docs = read_sentences(EWT / "en_ewt-ud-dev.conllu", 300)
     DocBin(docs=train_docs).to_disk(tmp_path / "train.spacy")
     DocBin(docs=dev_docs).to_disk(tmp_path / "dev.spacy")
-    steps = 300
+    steps = 150
     config = make_config(["tagger", "morphologizer"], model=model_dirs["bert"], max_steps=steps)
     (tmp_path / "config.cfg").write_text(config.to_str())
     overrides = {
@@ -51,6 +51,7 @@ def test_ewt_tagger_reaches_its_floor(tmp_path: Path, model_dirs: dict) -> None:
     }
     train(tmp_path / "config.cfg", tmp_path / "out", overrides=overrides)
     scores = evaluate(str(tmp_path / "out" / "model-last"), tmp_path / "dev.spacy")
-    print(f"EWT 1k/300: TAG {scores['tag_acc']:.4f} UPOS {scores['pos_acc']:.4f}")
+    tag, pos = scores["tag_acc"], scores["pos_acc"]
+    print(f"EWT 1k, {steps} steps, dev 300: TAG {tag:.4f} UPOS {pos:.4f}")
     assert scores["tag_acc"] >= TAG_FLOOR
     assert scores["pos_acc"] >= POS_FLOOR

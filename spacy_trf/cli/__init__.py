@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from typer.core import TyperCommand
 
 from .init_config import COMPONENTS, DEFAULT_MODEL, OPTIMIZE, make_config, write_config
+from .plain_help import PlainHelp
 
 T = TypeVar("T")
 
@@ -19,34 +19,6 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
 )
-
-
-class PlainHelp(TyperCommand):
-    """Click's own help layout: ``OUTPUT`` (not typer's ``{OUTPUT}``) in the usage line, and no
-    ``<bool>`` / ``<path>`` type column."""
-
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        pieces = [self.options_metavar] if self.options_metavar else []
-        for param in self.get_params(ctx):
-            if param.param_type_name == "argument":
-                name = (param.metavar or param.name or "").upper()
-                pieces.append(name if param.required else f"[{name}]")
-        return pieces
-
-    def format_options(self, ctx: Any, formatter: Any) -> None:
-        arguments, options = [], []
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is None:
-                continue
-            if param.param_type_name == "argument":
-                arguments.append(((param.metavar or param.name or "").upper(), record[1]))
-            else:
-                options.append(record)
-        for title, rows in (("Arguments", arguments), ("Options", options)):
-            if rows:
-                with formatter.section(title):
-                    formatter.write_dl(rows)
 
 
 MODEL_OPTION: dict[str, Any] = {
@@ -284,19 +256,8 @@ def migrate_cli(
     except (MigrationError, ValueError, OSError) as err:
         typer.echo(f"Error: {err}", err=True)
         raise typer.Exit(1) from err
-    for note in report.notes:
-        typer.echo(f"Note: {note}")
-    typer.echo(f"Alignment: {report.alignment}")
-    if report.tokens_compared:
-        moved = ", ".join(f"{k} {v}" for k, v in report.annotations_changed.items()) or "none"
-        typer.echo(
-            f"On {report.sample_size} texts, {report.tokens_changed} of "
-            f"{report.tokens_compared} tokens get other pieces than spacy-transformers gave "
-            f"them; tokens whose predictions changed: {moved}; largest category score change "
-            f"{report.max_cats_change:.2g}. Fine-tune to adapt the components (spacy train "
-            "with [components.NAME] source = OUTPUT)."
-        )
-    typer.echo(f"Saved {report.output}.")
+    for line in report.lines():
+        typer.echo(line)
 
 
 @app.command("annotate", cls=PlainHelp, short_help="Annotate a corpus on Ray, resumably.")

@@ -51,11 +51,9 @@ def TransformerModel(
     output_hidden_states (bool): Also return every layer's hidden states.
     output_attentions (bool): Also return attention weights, per window.
     """
-    return transformer_model(
+    return TransformerModel_v2(
         name, get_spans, window, stride, tokenizer_config, transformer_config,
-        EncoderOptions(
-            output_hidden_states=output_hidden_states, output_attentions=output_attentions
-        ),
+        output_hidden_states, output_attentions,
     )  # fmt: skip
 
 
