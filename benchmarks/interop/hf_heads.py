@@ -28,12 +28,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-sys.path.insert(0, str(HERE.parent))
+from offline import HERE, ROOT  # noqa: E402 (sets up the environment and paths)
 from record import cpu_flags, cpu_name, merge_rows  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "interop.json"

@@ -22,14 +22,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE.parent / "speed"))
 from hf_heads import RESULTS, print_table  # noqa: E402
+from offline import ROOT  # noqa: E402 (sets up the environment and paths)
 from record import cpu_flags, cpu_name, merge_rows  # noqa: E402
 
 MEASURE = "migrate: spacy-transformers pipeline, exact vs compat alignment (EWT dev)"

@@ -233,14 +233,16 @@ def migrate_pipeline(
             build["components"][name]["model"]["name"] = str(hf_dirs[name])
         nlp = util.load_model_from_config(build, auto_fill=True, validate=True)
         names = nlp.component_names  # disabled ones too
-        nlp.from_disk(source, exclude=["config.cfg", *names])  # meta, vocab, tokenizer
+        # spaCy's from_disk matches excludes by the name before the dot ("config", "meta").
+        nlp.from_disk(source, exclude=["config", *names])  # meta, vocab, tokenizer
+        _update_meta(nlp.meta)
         for name in encoders:
             cast(Any, nlp.get_pipe(name)).initialize()  # from the HF directory written above
         for name, blocks in listening.items():
             _load_listening(nlp.get_pipe(name), source / name, blocks, name)
         # The other components load as saved, last: some (an entity ruler's phrase patterns)
         # run the components before them while loading.
-        loaded = ["config.cfg", "meta.json", "vocab", "tokenizer", *encoders, *listening]
+        loaded = ["config", "meta", "vocab", "tokenizer", *encoders, *listening]
         nlp.from_disk(source, exclude=loaded)
         staged = tmp / "pipeline"
         nlp.to_disk(staged)
@@ -293,6 +295,11 @@ def _load_listening(comp: Any, path: Path, blocks: list[dict[str, Any]], name: s
             f"components.{name}: {len(blocks)} listeners in its config but {len(roots)} in its "
             "migrated model."
         )
+    if model in roots:
+        raise MigrationError(
+            f"components.{name}: its model is a listener alone, with no layers of its own to "
+            "migrate."
+        )
     names = [node.name for node in model.walk()]
     stand_ins = [_stand_in(block) for block in blocks]
     for root, stand_in in zip(roots, stand_ins, strict=True):
@@ -309,6 +316,20 @@ def _load_listening(comp: Any, path: Path, blocks: list[dict[str, Any]], name: s
             model.replace_node(stand_in, root)
     for node, node_name in zip(model.walk(), names, strict=True):
         node.name = node_name
+    if any(n.has_param(p) for s in stand_ins for n in s.walk() for p in n.param_names):
+        raise MigrationError(
+            f"components.{name}: its listener's pooling layer has weights, which spacy-trf's "
+            "listener cannot take over; use a reduce_* pooling layer and retrain the component."
+        )
+
+
+def _update_meta(meta: dict[str, Any]) -> None:
+    """The saved meta for this spaCy and spacy-trf: spacy-transformers no longer required."""
+    meta["spacy_version"] = util.get_minor_version_range(spacy.__version__)
+    meta.pop("spacy_git_version", None)
+    meta["requirements"] = [
+        r for r in meta.get("requirements", []) if not r.startswith("spacy-transformers")
+    ]
 
 
 TOKEN_VECTORS = "spacy-trf.TokenVectors"  # the root of our listener's layers (tokens_from)
