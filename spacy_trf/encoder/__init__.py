@@ -1,6 +1,7 @@
 """Windows -> HF model: loading and saving, the shim that owns the model, the one forward path,
 CPU dropout and the inference backends."""
 
+from . import fork  # noqa: F401 (forked children run torch on one thread)
 from .configure import configure_encoder, encoder_options, get_shim, is_encoder
 from .forward import check_window, encode, iter_batches
 from .loading import ModelLoadError, load_hf, load_tokenizer, resolve_name, save_hf
