@@ -102,6 +102,7 @@ def test_slow_tokenizer_is_refused() -> None:
         ({"model": {"window": "wide"}}, "window"),
         ({"model": {"window": 0}}, "window"),
         ({"model": {"window": 16, "stride": 32}}, "stride"),
+        ({"model": {"window": 64}}, r"lower stride with the window \(e.g. stride = 48"),
         ({"model": {"output_hidden_states": "maybe"}}, "output_hidden_states"),
         ({"max_batch_pieces": 0}, "max_batch_pieces"),
         ({"max_batch_pieces": "lots"}, "max_batch_pieces"),

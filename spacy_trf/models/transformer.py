@@ -135,8 +135,11 @@ def check_window_setting(window: Any, stride: Any) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{key} must be a positive integer number of pieces, got {value!r}.")
     if stride > window:
+        overlap = defaults.WINDOW - defaults.STRIDE
         raise ValueError(
-            f"stride ({stride}) must not exceed window ({window}), or pieces would be skipped."
+            f"stride ({stride}) must not exceed window ({window}), or pieces would be skipped: "
+            f"lower stride with the window (e.g. stride = {max(1, window - overlap)}; the "
+            f"defaults are window {defaults.WINDOW}, stride {defaults.STRIDE})."
         )
 
 

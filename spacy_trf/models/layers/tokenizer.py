@@ -124,8 +124,8 @@ def TransformerTokenizer(
     for key, value in (("window", window), ("stride", stride)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ValueError(f"{key} must be a positive number of pieces, got {value!r}.")
-    if window is not None and stride is not None and stride > window:
-        raise ValueError(f"stride ({stride}) must not exceed window ({window}).")
+    if window is not None and stride is not None:
+        check_window_setting(window, stride)
     return Model(
         "spacy-trf.TransformerTokenizer",
         _forward,
