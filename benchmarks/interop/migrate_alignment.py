@@ -29,21 +29,15 @@ from record import cpu_flags, cpu_name, merge_rows  # noqa: E402
 MEASURE = "migrate: spacy-transformers pipeline, exact vs compat alignment (EWT dev)"
 
 
-def pieces_differ(a: Any, b: Any) -> int:
-    import numpy as np
-
-    split = lambda r: np.split(np.asarray(r.dataXd), np.cumsum(r.lengths)[:-1])  # noqa: E731
-    return sum(not np.array_equal(x, y) for x, y in zip(split(a), split(b), strict=True))
-
-
 def measure(nlp: Any, compat_docs: list[Any], gold: list[Any]) -> dict[str, Any]:
+    from spacy_trf.interop.migrate import tokens_with_other_pieces
+
     texts = [d.text for d in compat_docs]
     docs = list(nlp.pipe(texts))
     tokens = sum(len(d) for d in docs)
     same = sum(a.tag_ == b.tag_ for d, c in zip(docs, compat_docs, strict=True)
                for a, b in zip(d, c, strict=True))  # fmt: skip
-    moved = sum(pieces_differ(d._.trf.align, c._.trf.align)
-                for d, c in zip(docs, compat_docs, strict=True))  # fmt: skip
+    moved = sum(tokens_with_other_pieces(d, c) for d, c in zip(docs, compat_docs, strict=True))
     return {"tokens": tokens, "pieces_differ": moved, "same_tag_as_compat": round(same / tokens, 4),
             "dev_upos_acc": round(float(nlp.evaluate(gold)["tag_acc"]), 4)}  # fmt: skip
 

@@ -27,9 +27,9 @@ from spacy.attrs import DEP, ENT_IOB, ENT_TYPE, HEAD, MORPH, POS, TAG
 from spacy.language import Language
 from spacy.tokens import Doc
 from thinc.api import Config, Model, chain
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel
 
-from ..encoder.loading import max_sequence_length, save_hf
+from ..encoder.loading import ModelLoadError, load_tokenizer, max_sequence_length, save_hf
 from ..pieces import PieceTokenizer
 from .migrate_config import (
     ALIGNMENTS,
@@ -187,15 +187,20 @@ def write_hf_dir(
             f"{where}: the saved weights do not fit {type(model).__name__} (missing "
             f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})."
         )
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    if not getattr(tokenizer, "is_fast", False):
-        raise MigrationError(f"{where}: the saved tokenizer is not a fast tokenizer.")
+    try:
+        tokenizer = load_tokenizer(str(tok_dir), {})
+    except ModelLoadError as err:
+        raise MigrationError(f"{where}: {err}") from err
     save_hf(model.eval(), tokenizer, path)
     shutil.rmtree(tok_dir)
-    notes = [f"{where}: saved buffers {', '.join(stale)} left out (recomputed by the model)."]
+    notes = (
+        [f"{where}: saved buffers {', '.join(stale)} left out (recomputed by the model)."]
+        if stale
+        else []
+    )
     limit = max_sequence_length(model, tokenizer)
     n_special = PieceTokenizer(tokenizer).template.n_special
-    return (None if limit is None else limit - n_special), notes if stale else []
+    return (None if limit is None else limit - n_special), notes
 
 
 def migrate_pipeline(
@@ -363,7 +368,7 @@ def _compare_alignments(
     report.sample_size = len(texts)
     for a, b in zip(a_docs, b_docs, strict=True):
         report.tokens_compared += len(a)
-        report.tokens_changed += _tokens_with_other_pieces(a, b)
+        report.tokens_changed += tokens_with_other_pieces(a, b)
         arr_a, arr_b = a.to_array(list(COMPARED.values())), b.to_array(list(COMPARED.values()))
         for i, key in enumerate(COMPARED):
             changed = int((arr_a[:, i] != arr_b[:, i]).sum())
@@ -374,7 +379,8 @@ def _compare_alignments(
     report.annotations_changed = {k: v for k, v in report.annotations_changed.items() if v}
 
 
-def _tokens_with_other_pieces(a: Doc, b: Doc) -> int:
+def tokens_with_other_pieces(a: Doc, b: Doc) -> int:
+    """How many tokens of two encodings of the same text are aligned to other pieces."""
     ta, tb = a._.trf, b._.trf
     if ta is None or tb is None:
         return 0

@@ -177,7 +177,7 @@ def plan_docs(model: Model, docs: list[Doc]) -> WindowPlan:
     spans = model.attrs["get_spans"](docs)
     if len(spans) != len(docs):
         raise ValueError(f"The span getter returned {len(spans)} span lists for {len(docs)} docs.")
-    pieces = pieces_tok.encode_docs(docs, spans, model.attrs.get("aligner", align_doc))
+    pieces = pieces_tok.encode_docs(docs, spans, model.attrs["aligner"])
     return plan_windows(pieces, model.attrs["window"], model.attrs["stride"])
 
 
