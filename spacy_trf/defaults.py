@@ -10,3 +10,7 @@ STRIDE = 110
 # ran slower on 2 CPU threads and only help GPUs (benchmarks/README.md, speed).
 MAX_BATCH_PIECES = 2048
 FROZEN_FEATURE_CACHE_MB = 2048  # init-config, --frozen: encoder outputs kept across epochs
+
+# Seconds to wait for a TCP connection to the Hugging Face Hub before a hub id is treated as
+# unreachable (huggingface_hub itself retries for about half a minute).
+HUB_PROBE_TIMEOUT_S = 3.0

@@ -189,6 +189,39 @@ def test_data_readers_and_pipeline_inference(tmp_path: Path) -> None:
         read_docs(tmp_path / "missing.spacy", vocab)
 
 
+@pytest.mark.parametrize(
+    "name,content,where,words",
+    [
+        ("blank.conllu", "\n  \n", "blank.conllu", "is empty"),
+        ("empty.jsonl", "", "empty.jsonl", "is empty"),
+        ("spaces.conllu", "1 Anna _ PROPN\n", "spaces.conllu:1", "10 tab-separated columns"),
+        ("short.conllu", "# text = A\n1\tA\t_\n", "short.conllu:2", "found 3"),
+        (
+            "tags.jsonl",
+            '{"words": ["a"]}\n{"words": ["b", "c"], "tags": ["X"]}\n',
+            "tags.jsonl:2",
+            "1 tags for 2 words",
+        ),
+        ("ents.jsonl", '{"words": ["a"], "entities": ["Q"]}\n', "ents.jsonl:1", "Ill-formed IOB"),
+        ("broken.jsonl", '{"words": ["a"]}\n{"words": \n', "broken.jsonl:2", "not a JSON line"),
+    ],
+)
+def test_bad_data_files_name_the_file_and_line(
+    tmp_path: Path, name: str, content: str, where: str, words: str
+) -> None:
+    """quickstart's readers stop at the first bad line with one error naming file:line and
+    what is wrong, in the library and on the command line."""
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ValueError, match=words) as err:
+        read_docs(path, spacy.blank("en").vocab)
+    assert where in str(err.value)
+    result = CliRunner().invoke(
+        app, ["quickstart", "--train", str(path), "--dev", str(path), "-o", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 1 and where in result.output and "Traceback" not in result.output
+
+
 def test_quickstart_trains_saves_and_annotates(
     tmp_path: Path, model_dirs: dict, capsys: pytest.CaptureFixture
 ) -> None:
@@ -256,12 +289,17 @@ def test_init_config_turns_attention_dropout_off_for_fine_tuning(
         hf = get_shim(nlp.get_pipe("trf").model).hf_model
         assert hf.config.attention_probs_dropout_prob == 0.0
         assert hf.config.hidden_dropout_prob > 0.0  # the rest of the model's dropout stays
-    assert (
-        make_config(["tagger"], model="nobody/missing-model")["components"]["trf"]["model"][
-            "transformer_config"
-        ]
-        == {}
-    )
+
+
+def test_init_config_refuses_a_model_it_cannot_read(tmp_path: Path) -> None:
+    """A missing directory or an unreachable hub id stops init-config with the fix, and no
+    config is written (it could not load, and its dropout setting would be lost)."""
+    runner = CliRunner()
+    for model, words in (("/nope", "does not exist"), ("nobody/missing-model", "HF_HUB_OFFLINE")):
+        out = tmp_path / "c.cfg"
+        result = runner.invoke(app, ["init-config", str(out), "--model", model])
+        assert result.exit_code == 1 and words in result.output, result.output
+        assert not out.exists()
 
 
 def test_help_has_no_placeholders_and_no_cut_descriptions() -> None:

@@ -135,5 +135,6 @@ def test_saving_an_uninitialized_component_is_clear(
     nlp.add_pipe("trf", config={"model": {"name": model_dirs["roberta"]}})
     with pytest.raises(ValueError, match="nlp.initialize"):
         nlp.to_disk(tmp_path / "p")
+    assert list(tmp_path.iterdir()) == []  # no config.cfg, meta.json or tokenizer left behind
     with pytest.raises(ValueError, match="nlp.initialize"):
         nlp.to_bytes()

@@ -163,3 +163,56 @@ def test_a_copied_pipeline_replaces_listeners_after_the_original_is_gone(
     cfg = listener_config(dict(copied.config["components"]["trf"]["model"]), listener)
     assert cfg["@architectures"] == "spacy-trf.Tok2VecTransformer.v2"
     assert cfg["max_batch_pieces"] == 512
+
+
+LISTENING_TAGGER = {
+    "@architectures": "spacy.Tagger.v2",
+    "tok2vec": {
+        "@architectures": "spacy-trf.TransformerListener.v1",
+        "pooling": {"@layers": "reduce_mean.v1"},
+    },
+}
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("failing", ["weights", "tagger"])
+def test_a_save_that_fails_midway_leaves_the_old_pipeline(
+    model_dirs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """to_disk over a saved pipeline that fails (a full disk while the encoder's weights are
+    written, or in the component after it) leaves the old pipeline byte for byte, loadable, and
+    nothing else behind; a user's own file in the directory survives every save."""
+    from spacy.pipeline import Tagger
+    from transformers import PreTrainedModel
+
+    nlp = make_nlp(model_dirs["roberta"])
+    nlp.add_pipe("tagger", config={"model": LISTENING_TAGGER}).add_label("X")
+    nlp.initialize()
+    target = tmp_path / "pipeline"
+    nlp.to_disk(target)
+    (target / "NOTES.md").write_text("kept")
+    before, expected = _tree(target), outputs(spacy.load(target))
+
+    def disk_full(self: Any, path: Any, *args: Any, **kwargs: Any) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "partial").write_bytes(b"\0" * 100)
+        raise OSError(28, "No space left on device")
+
+    cls: Any = PreTrainedModel if failing == "weights" else Tagger
+    with monkeypatch.context() as patch:
+        patch.setattr(cls, "save_pretrained" if failing == "weights" else "to_disk", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            nlp.to_disk(target)
+    assert _tree(target) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["pipeline"]
+    for got, want in zip(outputs(spacy.load(target)), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    nlp.to_disk(target)
+    assert (target / "NOTES.md").read_text() == "kept"
+    assert [p.name for p in tmp_path.iterdir()] == ["pipeline"]
+    assert spacy.load(target).pipe_names == ["trf", "tagger"]

@@ -90,7 +90,7 @@ def init_config_cli(
             frozen=frozen,
             hybrid_features=hybrid,
         )
-    except ValueError as err:
+    except (ValueError, OSError) as err:
         typer.echo(f"Error: {err}", err=True)
         raise typer.Exit(1) from err
     write_config(config, output)
@@ -155,7 +155,7 @@ def quickstart_cli(
             frozen=frozen,
             text=text,
         )
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         typer.echo(f"Error: {err}", err=True)
         raise typer.Exit(1) from err
 

@@ -1,5 +1,6 @@
 """Read training data for the quickstart with spaCy's converters: .spacy, CoNLL-U, IOB, JSONL."""
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,16 @@ def read_docs(path: str | Path, vocab: Vocab) -> list[Doc]:
     if suffix == ".spacy":
         return list(DocBin().from_disk(path).get_docs(vocab))
     if suffix == ".jsonl":
-        return [_json_doc(vocab, line, i, path) for i, line in enumerate(srsly.read_jsonl(path))]
+        return list(_jsonl_docs(vocab, path))
     text = path.read_text(encoding="utf8")
+    if not text.strip():
+        raise ValueError(f"{path} is empty: it holds no sentences to train or evaluate on.")
     if suffix == ".conllu":
-        return list(conllu_to_docs(text, n_sents=10, no_print=True))
+        _check_conllu(text, path)
+        try:
+            return list(conllu_to_docs(text, n_sents=10, no_print=True))
+        except (ValueError, KeyError, IndexError) as err:
+            raise ValueError(f"{path}: not valid CoNLL-U ({err!r}).") from err
     if suffix in (".iob", ".conll", ".txt"):
         first = next((line for line in text.splitlines() if line.strip()), "")
         if "|" in first.split()[0] if first.split() else False:
@@ -32,30 +39,77 @@ def read_docs(path: str | Path, vocab: Vocab) -> list[Doc]:
     raise ValueError(f"Unsupported data file {path.name}: use one of {FORMATS}.")
 
 
-def _json_doc(vocab: Vocab, record: dict[str, Any], i: int, path: Path) -> Doc:
+def _check_conllu(text: str, path: Path) -> None:
+    """Raise, naming the line, where a token line does not have CoNLL-U's 10 tab-separated
+    columns."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip() and not line.startswith("#") and line.count("\t") != 9:
+            raise ValueError(
+                f"{path}:{number}: a CoNLL-U token line needs 10 tab-separated columns (ID, FORM, "
+                f"LEMMA, UPOS, XPOS, FEATS, HEAD, DEPREL, DEPS, MISC), found "
+                f"{line.count(chr(9)) + 1}. Separate columns with tabs, use _ for empty ones, "
+                "and keep one blank line between sentences."
+            )
+
+
+def _jsonl_docs(vocab: Vocab, path: Path) -> Iterator[Doc]:
+    lines = 0
+    with path.open(encoding="utf8") as file:
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = srsly.json_loads(line)
+            except ValueError as err:
+                raise ValueError(f"{path}:{number}: not a JSON line ({err}).") from err
+            if not isinstance(record, dict):
+                raise ValueError(
+                    f'{path}:{number}: each line must be an object with "words" or "text".'
+                )
+            lines += 1
+            yield _json_doc(vocab, record, number, path)
+    if not lines:
+        raise ValueError(f"{path} is empty: it holds no documents to train or evaluate on.")
+
+
+def _check_lengths(record: dict[str, Any], where: str) -> None:
+    n_words = len(record["words"])
+    for key in ("spaces", "tags", "pos", "entities"):
+        values = record.get(key)
+        if values is not None and len(values) != n_words:
+            raise ValueError(
+                f"{where}: {len(values)} {key} for {n_words} words; give one per word "
+                f"(or leave {key!r} out)."
+            )
+
+
+def _json_doc(vocab: Vocab, record: dict[str, Any], number: int, path: Path) -> Doc:
     """A line is {"words", "spaces", "tags"?, "entities"? (IOB per word), "cats"?} or
     {"text", "entities"? ([start, end, label] character spans), "cats"?}."""
     cats = record.get("cats", {})
     if "words" in record:
-        ents = record.get("entities")
-        doc = Doc(
-            vocab,
-            words=record["words"],
-            spaces=record.get("spaces"),
-            tags=record.get("tags"),
-            pos=record.get("pos"),
-            ents=ents or None,
-        )
+        _check_lengths(record, f"{path}:{number}")
+        try:
+            doc = Doc(
+                vocab,
+                words=record["words"],
+                spaces=record.get("spaces"),
+                tags=record.get("tags"),
+                pos=record.get("pos"),
+                ents=record.get("entities") or None,
+            )
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"{path}:{number}: {err}") from err
     elif "text" in record:
         from spacy.lang.en import English
 
         doc = English(vocab).make_doc(record["text"])
         spans = [doc.char_span(s, e, label=label) for s, e, label in record.get("entities", [])]
         if any(span is None for span in spans):
-            raise ValueError(f"{path}:{i + 1}: an entity does not match token boundaries.")
+            raise ValueError(f"{path}:{number}: an entity does not match token boundaries.")
         doc.ents = spans  # type: ignore[assignment]
     else:
-        raise ValueError(f'{path}:{i + 1}: each line needs "words" or "text".')
+        raise ValueError(f'{path}:{number}: each line needs "words" or "text".')
     doc.cats = dict(cats)
     return doc
 

@@ -7,7 +7,6 @@ import numpy as np
 import spacy
 from wasabi import msg
 
-from ..encoder.loading import write_dir_atomically
 from ..pipeline import Transformer
 
 WARN_DIFF = 1e-3
@@ -41,7 +40,7 @@ def export_onnx(
         nlp.get_pipe_config(name)["inference"] = "onnx"  # saved in config.cfg
         got = trf.model.predict([doc])[0].last_hidden_state  # exports
         diffs[name] = float(np.abs(np.asarray(got) - np.asarray(expected)).max(initial=0.0))
-    write_dir_atomically(output, nlp.to_disk)  # output is absent or empty (checked above)
+    nlp.to_disk(output)  # output is absent or empty (checked above)
     for name, diff in diffs.items():
         if diff > WARN_DIFF:
             msg.warn(

@@ -33,15 +33,13 @@ ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 
 
 def no_attention_dropout(model: str) -> dict[str, float]:
-    """transformer_config that turns the model's attention dropout off ({} if unknown)."""
-    from transformers import AutoConfig
+    """transformer_config that turns the model's attention dropout off ({} if it has none).
 
-    from ..encoder import ModelLoadError, resolve_name
+    Raises ModelLoadError, naming the fix, when the model's config cannot be read.
+    """
+    from ..encoder.loading import load_config
 
-    try:
-        config = AutoConfig.from_pretrained(resolve_name(model))
-    except (OSError, ValueError, ModelLoadError):
-        return {}  # e.g. a hub id while offline: keep the model's own dropout
+    config = load_config(model)[1]
     for key in ATTENTION_DROPOUT_KEYS:
         if isinstance(getattr(config, key, None), float):
             return {key: 0.0}

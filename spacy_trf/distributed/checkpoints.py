@@ -6,6 +6,7 @@ reported checkpoint's pipelines are copied into the output directory."""
 import os
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from spacy.training.loop import (
 )
 from thinc.api import Model, Optimizer
 
+from ..files import replace_dir
 from .params import Param
 from .state import TrainState, load_state, save_state
 
@@ -114,6 +116,10 @@ class PublishCheckpoints(UserCallback):
             publish(checkpoint, self.output)
 
 
+def _copy(source: Path, target: Path) -> None:
+    shutil.copytree(source, target, dirs_exist_ok=True)
+
+
 def publish(checkpoint: Checkpoint, output: Path) -> TrainState:
     """Replace ``model-best`` / ``model-last`` in ``output`` by the checkpoint's, each whole;
     return the checkpoint's progress."""
@@ -122,14 +128,7 @@ def publish(checkpoint: Checkpoint, output: Path) -> TrainState:
             source, target = Path(path) / name, output / name
             if not source.is_dir():
                 continue
-            staging, old = output / f".{name}.partial", output / f".{name}.old"
-            for folder in (staging, old):
-                shutil.rmtree(folder, ignore_errors=True)
-            shutil.copytree(source, staging)
-            if target.exists():  # set aside, so that a kill leaves one of the two
-                os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
+            replace_dir(target, partial(_copy, source))
         return TrainState.read(Path(path))
 
 

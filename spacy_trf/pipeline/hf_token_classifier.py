@@ -25,6 +25,7 @@ from thinc.types import Floats2d
 from ..heads import HFTokenClassifier, LabelScheme
 from ..pieces import configure_doc_spans
 from .hf_pipe import HF_PIPE_DEFAULTS, HFPipe
+from .saving import save_atomically
 
 ANNOTATIONS = ("ents", "spans", "tag", "pos", "morph")
 EPSILON = 1e-8  # probabilities are clipped here in the loss
@@ -89,6 +90,7 @@ def make_hf_token_classifier(
     thinc_model = HFTokenClassifier(
         model, configure_doc_spans(), aggregation, window, stride, {}, {}
     )
+    save_atomically(nlp)
     return HFTokenClassifierPipe(
         nlp.vocab, thinc_model, name, model, annotate=annotate, aggregation=aggregation,
         spans_key=spans_key or name,

@@ -1,0 +1,58 @@
+"""Writing directories so that no reader, and no failure, ever leaves one half-written."""
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+
+def replace_dir(
+    path: str | Path, write: Callable[[Path], None], *, keep_others: bool = False
+) -> None:
+    """Let ``write`` fill a new directory beside ``path``, then swap it in for ``path``.
+
+    If ``write`` fails, ``path`` stays as it was (or absent) and nothing else is left behind.
+    keep_others (bool): Entries of the old directory that ``write`` did not create are kept
+        (hard-linked into the new one), as writing into the old directory would keep them.
+    """
+    path = Path(path).resolve()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"'{path}' is a file: give a directory to save into.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    new = path.with_name(f".{path.name}.partial-{tag}")
+    old = path.with_name(f".{path.name}.old-{tag}")
+    new.mkdir()  # with the umask's mode (tempfile.mkdtemp would make it private)
+    try:
+        write(new)
+        if not path.exists():
+            os.replace(new, path)
+            return
+        if keep_others:
+            _link_missing(path, new)
+        os.replace(path, old)  # set aside first, so that a kill leaves one of the two
+        try:
+            os.replace(new, path)
+        except BaseException:
+            os.replace(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
+
+
+def _link_missing(source: Path, target: Path) -> None:
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    for entry in source.iterdir():
+        if os.path.lexists(target / entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, target / entry.name, copy_function=link, symlinks=True)
+        else:
+            link(str(entry), str(target / entry.name))
