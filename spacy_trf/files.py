@@ -6,6 +6,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+PARTIAL, OLD = ".partial-", ".old-"  # prefixes of the directories beside the target
+
 
 def replace_dir(
     path: str | Path, write: Callable[[Path], None], *, keep_others: bool = False
@@ -15,14 +17,21 @@ def replace_dir(
     If ``write`` fails, ``path`` stays as it was (or absent) and nothing else is left behind.
     keep_others (bool): Entries of the old directory that ``write`` did not create are kept
         (hard-linked into the new one), as writing into the old directory would keep them.
+    Where a rename cannot replace ``path`` (a mount point, the working directory or one above
+    it, a parent you may not write), ``write`` fills ``path`` in place instead.
     """
     path = Path(path).resolve()
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"'{path}' is a file: give a directory to save into.")
     path.parent.mkdir(parents=True, exist_ok=True)
+    _recover(path)
     tag = uuid.uuid4().hex[:8]
-    new = path.with_name(f".{path.name}.partial-{tag}")
-    old = path.with_name(f".{path.name}.old-{tag}")
+    new = path.with_name(f"{PARTIAL}{path.name}-{tag}")
+    old = path.with_name(f"{OLD}{path.name}-{tag}")
+    if not _swappable(path):
+        path.mkdir(exist_ok=True)
+        write(path)  # in place, as spaCy writes
+        return
     new.mkdir()  # with the umask's mode (tempfile.mkdtemp would make it private)
     try:
         write(new)
@@ -31,7 +40,7 @@ def replace_dir(
             return
         if keep_others:
             _link_missing(path, new)
-        os.replace(path, old)  # set aside first, so that a kill leaves one of the two
+        os.replace(path, old)  # set aside first: a kill now leaves it for _recover
         try:
             os.replace(new, path)
         except BaseException:
@@ -40,6 +49,27 @@ def replace_dir(
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(new, ignore_errors=True)
+
+
+def _swappable(path: Path) -> bool:
+    """Whether ``path`` can be replaced by a rename: not a mount point, not (above) the working
+    directory, and its parent writable."""
+    cwd = Path.cwd().resolve()
+    if cwd == path or path in cwd.parents or os.path.ismount(path):
+        return False
+    return os.access(path.parent, os.W_OK | os.X_OK)
+
+
+def _recover(path: Path) -> None:
+    """Undo what a killed replace_dir left beside ``path``: the old directory goes back where
+    none is, unfinished new ones go."""
+    for stale in path.parent.glob(f"{PARTIAL}{path.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for old in sorted(path.parent.glob(f"{OLD}{path.name}-*")):
+        if not path.exists():
+            os.replace(old, path)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _link_missing(source: Path, target: Path) -> None:

@@ -8,12 +8,19 @@ from pathlib import Path
 import spacy
 from thinc.api import Config
 
+from .fixtures_models import minilm_path
+
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks" / "accuracy"))
 import run as bench  # noqa: E402
 
 
 def args(**kwargs: object) -> argparse.Namespace:
-    defaults = {"max_steps": 0, "eval_frequency": 0, "set": [], "model": "some/model"}
+    defaults = {
+        "max_steps": 0,
+        "eval_frequency": 0,
+        "set": [],
+        "model": minilm_path(),
+    }  # a model init-config can read
     return argparse.Namespace(**{**defaults, **kwargs})
 
 
@@ -32,7 +39,7 @@ def test_spacy_transformers_config_keeps_heads_and_schedule(tmp_path: Path) -> N
     text = theirs.to_str()
     assert "spacy-trf." not in text
     assert theirs["components"]["trf"]["factory"] == "transformer"
-    assert theirs["components"]["trf"]["model"]["name"] == "some/model"
+    assert theirs["components"]["trf"]["model"]["name"] == minilm_path()
     ner = theirs["components"]["ner"]["model"]
     assert ner["@architectures"] == ours["components"]["ner"]["model"]["@architectures"]
     assert ner["tok2vec"]["@architectures"] == "spacy-transformers.TransformerListener.v1"

@@ -200,7 +200,7 @@ def test_data_readers_and_pipeline_inference(tmp_path: Path) -> None:
             "tags.jsonl",
             '{"words": ["a"]}\n{"words": ["b", "c"], "tags": ["X"]}\n',
             "tags.jsonl:2",
-            "1 tags for 2 words",
+            r"tags must be a list with one value per word \(2 words\)",
         ),
         ("ents.jsonl", '{"words": ["a"], "entities": ["Q"]}\n', "ents.jsonl:1", "Ill-formed IOB"),
         ("broken.jsonl", '{"words": ["a"]}\n{"words": \n', "broken.jsonl:2", "not a JSON line"),

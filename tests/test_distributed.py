@@ -110,6 +110,8 @@ def test_address_reaches_a_cluster_started_with_ray_start(pipeline: Path, tmp_pa
     # Ray's token authentication: explicit addresses need the mode set (the token is the one
     # `ray start` wrote to ~/.ray/auth_token).
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "token"}
+    # On a machine that never ran Ray, `ray start` in token mode finds no token: make one first.
+    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, capture_output=True)
     start = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=1",
              "--node-ip-address=127.0.0.1"]  # fmt: skip
     for _ in range(2):  # on a loaded machine `ray start` can miss its own startup timeout

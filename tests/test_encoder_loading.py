@@ -103,6 +103,7 @@ def test_remote_code_is_not_run_unless_trusted(roberta_copy: Path, tmp_path: Pat
 def no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     """Online mode (no HF_HUB_OFFLINE) with a Hub endpoint that refuses connections."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)  # read at import
     for var in hub.PROXY_VARIABLES:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(hub.constants, "ENDPOINT", "http://127.0.0.1:9")

@@ -76,9 +76,10 @@ def _check_lengths(record: dict[str, Any], where: str) -> None:
     n_words = len(record["words"])
     for key in ("spaces", "tags", "pos", "entities"):
         values = record.get(key)
-        if values is not None and len(values) != n_words:
+        if values is not None and (not isinstance(values, list) or len(values) != n_words):
             raise ValueError(
-                f"{where}: {len(values)} {key} for {n_words} words; give one per word "
+                f"{where}: {key} must be a list with one value per word ({n_words} words), "
+                f"got {values!r:.60}; give one per word "
                 f"(or leave {key!r} out)."
             )
 

@@ -37,9 +37,15 @@ def no_attention_dropout(model: str) -> dict[str, float]:
 
     Raises ModelLoadError, naming the fix, when the model's config cannot be read.
     """
+    from ..encoder import ModelLoadError
     from ..encoder.loading import load_config
 
-    config = load_config(model)[1]
+    try:
+        config = load_config(model)[1]
+    except ModelLoadError as err:
+        if "trust_remote_code" in str(err):
+            return {}  # its own code decides; the config keeps the model's dropout
+        raise
     for key in ATTENTION_DROPOUT_KEYS:
         if isinstance(getattr(config, key, None), float):
             return {key: 0.0}
@@ -176,7 +182,8 @@ def make_config(
 
 
 def trf_config(model: str, frozen: bool, accuracy: bool) -> dict[str, Any]:
-    """The block of the shared trf component."""
+    """The block of the shared trf component (raises if the model cannot be read)."""
+    transformer_config = no_attention_dropout(model)
     return {
         "factory": "trf",
         "frozen": frozen,
@@ -193,7 +200,7 @@ def trf_config(model: str, frozen: bool, accuracy: bool) -> dict[str, Any]:
             # overlap scored as 32 did on EWT and CoNLL dev, none lost 0.1-0.15 points.
             "stride": defaults.STRIDE if accuracy else defaults.WINDOW,
             "get_spans": {"@span_getters": "spacy-trf.doc_spans.v1"},
-            "transformer_config": {} if frozen else no_attention_dropout(model),
+            "transformer_config": {} if frozen else transformer_config,
         },
     }
 

@@ -2,6 +2,7 @@
 tokenizer files present, the weights its config.json describes. Each raises ModelLoadError
 naming the file and the fix."""
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ HEADS: dict[str, tuple[Any, str]] = {
 # Files in pickle format: unpickling can run any code, so they are read only on request.
 PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
 PICKLE_FILES = ("*.pkl", "*.pickle")
+# A bare encoder's pooler, which masked-LM checkpoints leave untrained (BertModel.pooler).
+BASE_POOLER = re.compile(r"^(\w+\.)?pooler\.")
 # Decoder-style families that still read text bidirectionally and are fine as encoders.
 BIDIRECTIONAL_CAUSAL_LM = {"xlnet"}
 
@@ -74,7 +77,7 @@ def check_head(config: PretrainedConfig, name: str, head: str) -> None:
 def check_no_pickles(source: str, transformer_config: dict[str, Any]) -> None:
     """Refuse a model directory that would need unpickling (weights only in pytorch_model.bin or
     *.pt, or pickled files) unless the config opts in with ``use_safetensors = false``."""
-    path = Path(source)
+    path = Path(source) / transformer_config.get("subfolder", "")
     if not path.is_dir() or transformer_config.get("use_safetensors") is False:
         return
     safetensors = any(path.glob("*.safetensors"))
@@ -90,10 +93,10 @@ def check_no_pickles(source: str, transformer_config: dict[str, Any]) -> None:
         )
 
 
-def check_tokenizer_files(source: str, tokenizer: Any) -> None:
+def check_tokenizer_files(source: str, tokenizer: Any, subfolder: str = "") -> None:
     """Raise if a model directory has none of its tokenizer's files (transformers then builds an
     empty tokenizer that maps every word to the unknown piece)."""
-    path = Path(source)
+    path = Path(source) / subfolder
     if not path.is_dir():
         return
     names = {"tokenizer.json", *getattr(tokenizer, "vocab_files_names", {}).values()}
@@ -106,11 +109,13 @@ def check_tokenizer_files(source: str, tokenizer: Any) -> None:
         )
 
 
-def check_weights_found(model: torch.nn.Module, missing: Any, name: str) -> None:
-    """Raise if weights the config describes are not in the checkpoint (an untrained pooler
-    aside): config.json then belongs to another model, and transformers would start those
-    weights from random."""
-    lost = sorted(key for key in set(missing) if "pooler" not in key)
+def check_weights_found(
+    model: torch.nn.Module, missing: Any, name: str, head: str | None = None
+) -> None:
+    """Raise if weights the config describes are not in the checkpoint (a bare encoder's
+    untrained pooler aside): config.json then belongs to another model, and transformers would
+    start those weights from random."""
+    lost = sorted(k for k in set(missing) if head is not None or not BASE_POOLER.match(k))
     if lost:
         raise ModelLoadError(
             f"'{name}': {len(lost)} of the {len(model.state_dict())} weights that its "
@@ -126,6 +131,12 @@ def weights_error(name: str, err: Exception) -> str:
         return (
             f"The weights of '{name}' (model.safetensors) are truncated or corrupt ({err}). "
             "Save the pipeline again, or download the model again."
+        )
+    if "use_safetensors" in str(err) or "with `safetensors`" in str(err):
+        return (
+            f"'{name}' has no safetensors weights, only weights in pickle format, and unpickling "
+            "can run any code. Use a model with model.safetensors, or, if you trust it, set "
+            f"use_safetensors = false in the trf model's transformer_config ({err})."
         )
     if "mismatched" in str(err) or "size mismatch" in str(err):
         return (

@@ -24,8 +24,8 @@ PROXY_VARIABLES = (
 
 
 def hub_offline() -> bool:
-    """Whether HF_HUB_OFFLINE asks for local files only."""
-    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("0", "", "false", "no")
+    """Whether huggingface_hub is in offline mode (HF_HUB_OFFLINE)."""
+    return bool(constants.is_offline_mode())
 
 
 def hub_reachable(timeout: float = defaults.HUB_PROBE_TIMEOUT_S) -> bool:

@@ -101,7 +101,7 @@ def load_tokenizer(name: str, tokenizer_config: dict[str, Any]) -> Any:
             "tokenizer, so it gives no character offsets. Use a model with a tokenizer.json, or "
             "convert it: AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(DIR)."
         )
-    check_tokenizer_files(name, tokenizer)
+    check_tokenizer_files(name, tokenizer, tokenizer_config.get("subfolder") or "")
     return tokenizer
 
 
@@ -115,7 +115,10 @@ def load_config(
     hub_kwargs = {k: v for k, v in (transformer_config or {}).items() if k in HUB_KWARGS}
     # Explicitly off, so that transformers neither runs the code nor asks on the terminal.
     hub_kwargs.setdefault("trust_remote_code", False)
-    if not Path(source).is_dir() and not hub_offline() and not hub_kwargs.get("local_files_only"):
+    direct = not hub_kwargs.get("local_files_only") and not (transformer_config or {}).get(
+        "proxies"
+    )
+    if not Path(source).is_dir() and not hub_offline() and direct:
         if not hub_reachable():
             if not in_hub_cache(source, hub_kwargs):
                 raise ModelLoadError(
@@ -171,7 +174,7 @@ def load_hf(
             )
     except (OSError, ValueError, TypeError, RuntimeError, SafetensorError) as err:
         raise ModelLoadError(weights_error(name, err)) from err
-    check_weights_found(model, info.get("missing_keys", ()), name)
+    check_weights_found(model, info.get("missing_keys", ()), name, head)
     return model, tokenizer
 
 

@@ -252,6 +252,8 @@ class Transformer(TrainablePipe):
         nlp: Language | None = None,
     ) -> None:
         """Load the encoder named in the config (from the hub cache or a local directory)."""
+        if nlp is not None:
+            save_atomically(nlp)  # also where the component came from another pipeline (source)
         self.model.initialize()
         self._new_weights()
 
