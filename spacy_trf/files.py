@@ -25,13 +25,13 @@ def replace_dir(
         raise NotADirectoryError(f"'{path}' is a file: give a directory to save into.")
     path.parent.mkdir(parents=True, exist_ok=True)
     _recover(path)
-    tag = uuid.uuid4().hex[:8]
-    new = path.with_name(f"{PARTIAL}{path.name}-{tag}")
-    old = path.with_name(f"{OLD}{path.name}-{tag}")
     if not _swappable(path):
         path.mkdir(exist_ok=True)
         write(path)  # in place, as spaCy writes
         return
+    tag = uuid.uuid4().hex[:8]
+    new = path.with_name(f"{PARTIAL}{path.name}-{tag}")
+    old = path.with_name(f"{OLD}{path.name}-{tag}")
     new.mkdir()  # with the umask's mode (tempfile.mkdtemp would make it private)
     try:
         write(new)

@@ -79,8 +79,7 @@ def _check_lengths(record: dict[str, Any], where: str) -> None:
         if values is not None and (not isinstance(values, list) or len(values) != n_words):
             raise ValueError(
                 f"{where}: {key} must be a list with one value per word ({n_words} words), "
-                f"got {values!r:.60}; give one per word "
-                f"(or leave {key!r} out)."
+                f"got {values!r:.60}; fix it or leave {key!r} out."
             )
 
 

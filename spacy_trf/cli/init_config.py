@@ -37,15 +37,13 @@ def no_attention_dropout(model: str) -> dict[str, float]:
 
     Raises ModelLoadError, naming the fix, when the model's config cannot be read.
     """
-    from ..encoder import ModelLoadError
+    from ..encoder.checks import RemoteCodeError
     from ..encoder.loading import load_config
 
     try:
         config = load_config(model)[1]
-    except ModelLoadError as err:
-        if "trust_remote_code" in str(err):
-            return {}  # its own code decides; the config keeps the model's dropout
-        raise
+    except RemoteCodeError:
+        return {}  # its own code decides; the config keeps the model's dropout
     for key in ATTENTION_DROPOUT_KEYS:
         if isinstance(getattr(config, key, None), float):
             return {key: 0.0}

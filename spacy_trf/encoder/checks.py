@@ -37,6 +37,10 @@ class ModelLoadError(OSError):
     """A Hugging Face model or tokenizer could not be loaded or is unsuitable."""
 
 
+class RemoteCodeError(ModelLoadError):
+    """The model needs code from its own files, and trust_remote_code is not set."""
+
+
 def check_encoder(config: PretrainedConfig, name: str) -> None:
     """Raise if the config describes a model that is not a (bidirectional) encoder."""
     model_type = getattr(config, "model_type", "")

@@ -25,6 +25,7 @@ from ..files import replace_dir
 from .checks import (
     HEADS,
     ModelLoadError,
+    RemoteCodeError,
     check_encoder,
     check_head,
     check_no_pickles,
@@ -112,12 +113,11 @@ def load_config(
     with. Where the Hub cannot be reached a cached hub id loads from the cache at once, and an
     uncached one fails at once with what to do."""
     source = resolve_name(name)
-    hub_kwargs = {k: v for k, v in (transformer_config or {}).items() if k in HUB_KWARGS}
+    transformer_config = transformer_config or {}
+    hub_kwargs = {k: v for k, v in transformer_config.items() if k in HUB_KWARGS}
     # Explicitly off, so that transformers neither runs the code nor asks on the terminal.
     hub_kwargs.setdefault("trust_remote_code", False)
-    direct = not hub_kwargs.get("local_files_only") and not (transformer_config or {}).get(
-        "proxies"
-    )
+    direct = not hub_kwargs.get("local_files_only") and not transformer_config.get("proxies")
     if not Path(source).is_dir() and not hub_offline() and direct:
         if not hub_reachable():
             if not in_hub_cache(source, hub_kwargs):
@@ -132,7 +132,7 @@ def load_config(
         config = AutoConfig.from_pretrained(source, **hub_kwargs)
     except (OSError, ValueError) as err:
         if "trust_remote_code" in str(err):
-            raise ModelLoadError(
+            raise RemoteCodeError(
                 f"'{name}' needs code from its own files to load (auto_map in config.json), and "
                 "spacy-trf never runs such code unless asked. Read the code, then set "
                 "trust_remote_code = true in the trf model's transformer_config."
