@@ -1,6 +1,6 @@
 """Any text, at scale: tests/test_fuzz.py's property with many more drawn texts per family.
 
-    python benchmarks/reliability/fuzz.py --texts 10000   # hours on 2 CPU threads
+    python benchmarks/reliability/fuzz.py --texts 10000
 
 Runs the same Hypothesis property as the default suite (random Unicode, emoji, control and bidi
 characters, whitespace runs, special-token strings, 5,000-character tokens, empty docs through

@@ -1,7 +1,9 @@
 """A memory-bounded cache of a frozen encoder's outputs, so later epochs skip the encoder."""
 
 import hashlib
+import threading
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 from spacy.attrs import IDX, LENGTH, SENT_START
@@ -11,7 +13,8 @@ from ..stitch import DocTransformerOutput
 
 
 class OutputCache:
-    """Least-recently-used outputs, keyed by model identity, doc text and tokenization."""
+    """Least-recently-used outputs, keyed by model identity, doc text and tokenization; at most
+    ``max_mb`` megabytes of arrays. Threads may share it."""
 
     def __init__(self, max_mb: float) -> None:
         self.max_bytes = int(max_mb * 2**20)
@@ -19,6 +22,14 @@ class OutputCache:
         self.hits = 0
         self.misses = 0
         self._items: OrderedDict[bytes, tuple[DocTransformerOutput, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -32,29 +43,30 @@ class OutputCache:
         return h.digest()
 
     def get(self, key: bytes) -> DocTransformerOutput | None:
-        item = self._items.get(key)
-        if item is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._items.move_to_end(key)
-        return item[0]
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._items.move_to_end(key)
+            return item[0]
 
     def put(self, key: bytes, output: DocTransformerOutput) -> None:
-        if key in self._items:
-            return
         size = _nbytes(output)
-        if size > self.max_bytes:
-            return
-        self._items[key] = (output, size)
-        self.nbytes += size
-        while self.nbytes > self.max_bytes:
-            _, (_, old) = self._items.popitem(last=False)
-            self.nbytes -= old
+        with self._lock:
+            if key in self._items or size > self.max_bytes:
+                return
+            self._items[key] = (output, size)
+            self.nbytes += size
+            while self.nbytes > self.max_bytes:
+                _, (_, old) = self._items.popitem(last=False)
+                self.nbytes -= old
 
     def clear(self) -> None:
-        self._items.clear()
-        self.nbytes = 0
+        with self._lock:
+            self._items.clear()
+            self.nbytes = 0
 
 
 def _nbytes(out: DocTransformerOutput) -> int:

@@ -1,7 +1,7 @@
 """The ``trf`` pipeline component: runs the encoder and stores its output on ``doc._.trf``."""
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,6 +22,7 @@ from ..models.transformer import ready
 from ..stitch import DocTransformerOutput
 from ..types import DocsToOutputsModelT
 from .annotations import AnnotationSetter
+from .batches import pipe_batches
 from .cache import OutputCache
 from .gradients import Accumulate, BatchGradients, ignore_gradient
 from .replace import ListenerConfig, replace_listener
@@ -223,6 +224,11 @@ class Transformer(TrainablePipe):
                     self.add_listener(node, component.name)
 
     # Prediction -----------------------------------------------------------------------------
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        """Annotate docs in batches; with an error handler set, a failing batch runs again doc by
+        doc so that only the failing docs go to the handler (pipeline/batches.py)."""
+        return pipe_batches(self, stream, batch_size)
 
     def predict(self, docs: Iterable[Doc]) -> list[DocTransformerOutput]:
         docs = list(docs)

@@ -2,7 +2,7 @@
 ``hf_text_classifier``): the model they own, its labels, prediction, training and saving as a
 plain Hugging Face directory."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,6 +19,7 @@ from .. import defaults
 from ..encoder import HFShim, configure_encoder, get_shim
 from ..encoder.backends import check_backend
 from ..models.transformer import ready
+from .batches import pipe_batches
 
 # Factory settings both components take, with their defaults.
 HF_PIPE_DEFAULTS: dict[str, Any] = {
@@ -91,6 +92,11 @@ class HFPipe(TrainablePipe):
         ready(self.encoder)
 
     # Prediction -----------------------------------------------------------------------------
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        """Annotate docs in batches; with an error handler set, a failing batch runs again doc by
+        doc so that only the failing docs go to the handler (pipeline/batches.py)."""
+        return pipe_batches(self, stream, batch_size)
 
     def predict(self, docs: Iterable[Doc]) -> Any:
         self._ensure_loaded()

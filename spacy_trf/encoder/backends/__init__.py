@@ -9,10 +9,12 @@
 
 ``InferenceBackends`` owns the choice and the models converted for it; an ``HFShim`` holds one.
 Converted models are built from the current weights and rebuilt once the weights version changes,
-so evaluation during training sees the trained weights.
+so evaluation during training sees the trained weights. Threads may predict at once: each
+converted model and ONNX session is built once, under a lock.
 """
 
 import copy
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ import torch
 
 from ..streams import output_streams
 from .bf16 import bf16_autocast
-from .compile import compile_model
+from .compile import CompileCalls, compile_model
 from .int8 import quantize_int8
 from .onnx import ONNX_FILE, OnnxModel, export_onnx, onnx_session, output_names
 
@@ -75,22 +77,27 @@ class Converted:
     backend: str
     version: int
     model: torch.nn.Module
+    calls: CompileCalls | None = None  # "compile": serializes the calls that compile
 
 
 class InferenceBackends:
     """The prediction backend of one encoder, and the models converted for it.
 
-    Copies (``copy.deepcopy``, e.g. by nlp.replace_listeners) start afresh with "torch": converted
-    models and ONNX Runtime sessions are not copied.
+    Copies (``copy.deepcopy``, e.g. by nlp.replace_listeners) start afresh with "torch", and
+    pickled ones with their backend: converted models and ONNX Runtime sessions are not copied.
     """
 
     def __init__(self, name: str = "torch") -> None:
         self.name = check_backend(name)
         self._converted: Converted | None = None
         self._onnx: OnnxModel | None = None
+        self._lock = threading.Lock()  # builds converted models and ONNX sessions once
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "InferenceBackends":
         return InferenceBackends()
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return InferenceBackends, (self.name,)
 
     @property
     def converted(self) -> Converted | None:
@@ -157,7 +164,7 @@ class InferenceBackends:
                 )
             check_attentions(backend, bool(flags.get("output_attentions")))
             return self._onnx_predictor(hf_model, version, input_names, want_hidden)
-        model = hf_model
+        model, calls = hf_model, None
         if backend == "bf16":
             autocast = bf16_autocast(device)
         elif backend == "int8":
@@ -166,14 +173,15 @@ class InferenceBackends:
                     'inference = "int8" (dynamic quantization) runs on CPU only; on a GPU use '
                     '"bf16".'
                 )
-            model = self._convert(hf_model, version, backend, quantize_int8)
+            model = self._convert(hf_model, version, backend, quantize_int8).model
         elif backend == "compile":
-            model = self._convert(hf_model, version, backend, compile_model)
+            converted = self._convert(hf_model, version, backend, compile_model)
+            model, calls = converted.model, converted.calls
 
         def predict(inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
-            with torch.inference_mode(), autocast:
+            n_windows, length = next(iter(inputs.values())).shape
+            with torch.inference_mode(), autocast, CompileCalls.run(calls, n_windows):
                 out = model(**inputs, **flags)
-            length = next(iter(inputs.values())).shape[1]
             return output_streams(out, want_hidden, length), getattr(out, "attentions", None)
 
         return predict
@@ -184,24 +192,34 @@ class InferenceBackends:
         version: int,
         backend: str,
         convert: Callable[[torch.nn.Module], torch.nn.Module],
-    ) -> torch.nn.Module:
+    ) -> Converted:
         """``convert`` applied to an eval-mode copy, cached until the weights or backend change."""
-        cached = self._converted
-        if cached is not None and (cached.backend, cached.version) == (backend, version):
-            return cached.model
-        self._converted = None  # free the previous one before building the next
-        model = convert(copy.deepcopy(hf_model).eval())
-        self._converted = Converted(backend, version, model)
-        return model
+        with self._lock:
+            cached = self._converted
+            if cached is not None and (cached.backend, cached.version) == (backend, version):
+                return cached
+            self._converted = None  # free the previous one before building the next
+            model = convert(copy.deepcopy(hf_model).eval())
+            calls = CompileCalls() if backend == "compile" else None
+            self._converted = Converted(backend, version, model, calls)
+            return self._converted
 
     def _onnx_model(
         self, hf_model: torch.nn.Module, version: int, input_names: tuple[str, ...]
     ) -> OnnxModel:
         """The loaded ONNX model while the weights are unchanged, else a new export."""
-        current = self._onnx
-        if current is None or current.version != version or current.read() is None:
-            current = self._onnx = OnnxModel(export_onnx(hf_model, input_names), version)
-        return current
+        with self._lock:
+            current = self._onnx
+            if current is None or current.version != version or current.read() is None:
+                current = self._onnx = OnnxModel(export_onnx(hf_model, input_names), version)
+            return current
+
+    def _onnx_session(
+        self, hf_model: torch.nn.Module, version: int, input_names: tuple[str, ...]
+    ) -> Any:
+        current = self._onnx_model(hf_model, version, input_names)
+        with self._lock:
+            return onnx_session(current, next(hf_model.parameters()).device)
 
     def _onnx_predictor(
         self,
@@ -215,7 +233,7 @@ class InferenceBackends:
 
         def predict(inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
             # exported or opened once, at need
-            session = onnx_session(self._onnx_model(hf_model, version, input_names), device)
+            session = self._onnx_session(hf_model, version, input_names)
             result = session.run(outputs, {name: t.cpu().numpy() for name, t in inputs.items()})
             return [torch.from_numpy(r).to(device) for r in result], None
 

@@ -7,6 +7,9 @@ compiled graphs (weights are graph inputs).
 """
 
 import sysconfig
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -42,3 +45,25 @@ def check_cpp_toolchain() -> None:
         raise ValueError(
             f'inference = "compile" needs Python headers (Python.h) on CPU as well: {fix}'
         )
+
+
+class CompileCalls:
+    """Runs a compiled copy's calls one at a time until it has run for a batch of one window
+    and for a larger batch: dynamo compiles (with ``dynamic=True``, once for each) in the
+    calling thread, and compiling the same code in two threads at once is not safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._compiled: set[bool] = set()
+
+    @staticmethod
+    @contextmanager
+    def run(calls: "CompileCalls | None", n_windows: int) -> Iterator[None]:
+        """The block in which a batch of ``n_windows`` runs (``calls`` None: no compiled copy)."""
+        several = n_windows > 1
+        if calls is None or several in calls._compiled:
+            yield
+            return
+        with calls._lock:
+            yield
+            calls._compiled.add(several)
