@@ -7,7 +7,7 @@ architectures in ``models`` and the ``trf`` component in ``pipeline`` (docs/arch
 from . import heads, models, pieces, pipeline, registry  # noqa: F401  (registers functions)
 from .encoder import ModelLoadError, load_hf, save_hf
 from .models import TransformerModel
-from .pipeline import Transformer, make_transformer
+from .pipeline import NonFiniteLossError, Transformer, make_transformer
 from .stitch import DocTransformerGradient, DocTransformerOutput
 
 __version__ = "0.1.0"
@@ -15,6 +15,7 @@ __all__ = [
     "DocTransformerGradient",
     "DocTransformerOutput",
     "ModelLoadError",
+    "NonFiniteLossError",
     "Transformer",
     "TransformerModel",
     "load_hf",

@@ -147,6 +147,11 @@ class HFShim(PyTorchShim):
         """Whether any weight of the HF model has a gradient to step with."""
         return self.loaded and any(p.grad is not None for p in self.hf_model.parameters())
 
+    def gradients_finite(self) -> bool:
+        """Whether every gradient of the HF model is finite (True without gradients)."""
+        grads = [p.grad for p in self.hf_model.parameters() if p.grad is not None]
+        return not grads or bool(torch.nn.utils.get_total_norm(grads).isfinite())
+
     @property
     def loss_scaling(self) -> bool:
         """Whether gradients are scaled (fp16 training on a GPU without bf16)."""

@@ -25,6 +25,7 @@ from .annotations import AnnotationSetter
 from .batches import pipe_batches
 from .cache import OutputCache
 from .gradients import Accumulate, BatchGradients, ignore_gradient
+from .guards import TrainingSteps, check_corpus
 from .replace import ListenerConfig, replace_listener
 from .saving import save_atomically
 
@@ -164,6 +165,7 @@ class Transformer(TrainablePipe):
         self.cache = OutputCache(feature_cache_mb)
         self._cache_id = uuid.uuid4().hex  # new weights (load, initialize) -> new cache keys
         self.gradients = BatchGradients(name, self._step)
+        self.steps = TrainingSteps(name)
         self._apply_cfg()
         model.attrs["replace_listener"] = replace_listener
         model.attrs["replace_listener_cfg"] = ListenerConfig(get_shim(model))
@@ -260,6 +262,8 @@ class Transformer(TrainablePipe):
         """Load the encoder named in the config (from the hub cache or a local directory)."""
         if nlp is not None:
             save_atomically(nlp)  # also where the component came from another pipeline (source)
+        if self.listener_map:  # heads will learn from these examples
+            check_corpus(self.name, get_examples)
         self.model.initialize()
         self._new_weights()
 
@@ -286,6 +290,7 @@ class Transformer(TrainablePipe):
         self.gradients.flush()
         losses = {} if losses is None else losses
         losses.setdefault(self.name, 0.0)
+        self.steps.watch(losses)
         docs = [eg.predicted for eg in examples]
         if not docs:
             return losses
@@ -323,7 +328,9 @@ class Transformer(TrainablePipe):
 
     def _step(self, sgd: Optimizer) -> None:
         """Thinc's update of the weights that got a gradient since the last step (the HF
-        encoder's at ``learn_rate_scale`` times the rate), here or from other workers."""
+        encoder's at ``learn_rate_scale`` times the rate), here or from other workers. Stops
+        training at a nan/inf loss or gradient (guards.py)."""
+        self.steps.check(get_shim(self.model), self.listening_components)
         if self.frozen:
             return
         if not self.gradients.has_gradient and not get_shim(self.model).has_gradients:

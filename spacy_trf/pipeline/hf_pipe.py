@@ -20,6 +20,7 @@ from ..encoder import HFShim, configure_encoder, get_shim
 from ..encoder.backends import check_backend
 from ..models.transformer import ready
 from .batches import pipe_batches
+from .guards import TrainingSteps, check_corpus
 
 # Factory settings both components take, with their defaults.
 HF_PIPE_DEFAULTS: dict[str, Any] = {
@@ -59,6 +60,7 @@ class HFPipe(TrainablePipe):
             self.encoder, max_batch_pieces=max_batch_pieces, learn_rate_scale=learn_rate_scale
         )
         self.shim.set_inference(self.inference)
+        self.steps = TrainingSteps(name)
 
     @property
     def encoder(self) -> Model:
@@ -117,6 +119,7 @@ class HFPipe(TrainablePipe):
     ) -> None:
         """Load the model named by the factory's ``model``; check the training examples'
         labels against the model's."""
+        check_corpus(self.name, get_examples)
         self.model.initialize()
         self._check_model()
         if get_examples is not None:
@@ -135,7 +138,21 @@ class HFPipe(TrainablePipe):
                 "with its labels, or use spaCy's own component for new labels."
             )
 
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Any = None,
+        losses: dict[str, float] | None = None,
+    ) -> dict[str, float]:
+        losses = {} if losses is None else losses
+        self.steps.watch(losses)
+        return cast(dict[str, float], super().update(examples, drop=drop, sgd=sgd, losses=losses))
+
     def finish_update(self, sgd: Any) -> None:
+        """Step the weights; stops training at a nan/inf loss or gradient (guards.py)."""
+        self.steps.check(self.shim)
         self.model.finish_update(sgd)
 
     # Serialization --------------------------------------------------------------------------
