@@ -40,6 +40,12 @@ def rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def allocator() -> str:
+    """ "jemalloc" or "tcmalloc" where preloaded (LD_PRELOAD), else "glibc"."""
+    maps = Path("/proc/self/maps").read_text()
+    return next((name for name in ("jemalloc", "tcmalloc") if name in maps), "glibc")
+
+
 def corpus_sentences(data: Path) -> list[str]:
     """The distinct sentences of the three data sets' training splits."""
     ewt = (data / "ud-en-ewt" / "en_ewt-ud-train.conllu").read_text(encoding="utf8")
@@ -168,15 +174,19 @@ def main() -> None:
         and result["feature_cache_over_bound"] == 0
         and result["converted_models_built"] <= 1
     )
-    row = {"benchmark": "soak", "inference": args.inference, "short_docs": args.short,
+    row = {"benchmark": "soak", "inference": args.inference, "allocator": allocator(),
+           "short_docs": args.short,
            "long_docs": args.long, **result, "passed": ok, "device": cpu_name(),
            "cpu_flags": cpu_flags()}  # fmt: skip
     for key, value in row.items():
         print(f"{key:26} {value}")
     command = f"python benchmarks/reliability/soak.py --short {args.short} --long {args.long}"
+    if row["allocator"] != "glibc":
+        command = f"LD_PRELOAD=<lib{row['allocator']}.so> {command}"
     print(f"command: {command} --inference {args.inference}")
     if not args.no_record:
-        merge_rows(RESULTS, [row], key=lambda r: (r.get("benchmark"), r.get("inference")))
+        key = lambda r: (r.get("benchmark"), r.get("inference"), r.get("allocator", "glibc"))  # noqa: E731
+        merge_rows(RESULTS, [row], key=key)
     print(json.dumps({"passed": ok}))
     sys.exit(0 if ok else 1)
 
