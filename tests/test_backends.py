@@ -21,6 +21,7 @@ from spacy_trf.encoder import get_shim
 from spacy_trf.encoder.backends import int8 as int8_backend
 
 from .conftest import make_nlp
+from .marks import needs_bf16
 
 TEXTS = [
     "The harbour town woke slowly.",
@@ -49,12 +50,7 @@ def onnx_pipeline(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathF
 @pytest.mark.parametrize(
     "backend",
     [
-        pytest.param(
-            "bf16",
-            marks=pytest.mark.skipif(
-                not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no bf16 on this CPU"
-            ),
-        ),
+        pytest.param("bf16", marks=needs_bf16),
         "int8",
     ],
 )

@@ -6,7 +6,6 @@ n_process=2: tests/test_encoder_fork.py (same outputs, every doc, in order).
 """
 
 import threading
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from spacy.training import Example
 from spacy_trf.encoder import backends
 
 from .conftest import make_nlp
+from .marks import needs_bf16, needs_onnx
 
 N_THREADS = 4
 TEXTS = [
@@ -36,20 +36,10 @@ TAGGED = [("Dogs bark loudly .", ["N", "V", "A", "P"]), ("Cats sleep .", ["N", "
 BUILDERS = {"int8": "quantize_int8", "compile": "compile_model", "onnx": "export_onnx"}
 BACKENDS = [
     "torch",
-    pytest.param(
-        "bf16",
-        marks=pytest.mark.skipif(
-            not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no bf16 on this CPU"
-        ),
-    ),
+    pytest.param("bf16", marks=needs_bf16),
     "int8",
     "compile",
-    pytest.param(
-        "onnx",
-        marks=pytest.mark.skipif(
-            not all(find_spec(m) for m in ("onnxruntime", "onnxscript")), reason="no onnxruntime"
-        ),
-    ),
+    pytest.param("onnx", marks=needs_onnx),
 ]
 
 

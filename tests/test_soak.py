@@ -18,6 +18,11 @@ from spacy_trf.encoder import get_shim
 N_DOCS = 3000
 LONG_EVERY = 100  # one 400-word doc (several windows) after every 100 short ones
 CACHE_MB = 4.0
+LISTENER = {
+    "@architectures": "spacy-trf.TransformerListener.v1",
+    "pooling": {"@layers": "reduce_mean.v1"},
+}
+TAGGER = {"@architectures": "spacy.Tagger.v2", "tok2vec": LISTENER}
 
 
 def live_rss_mb() -> float:
@@ -48,12 +53,7 @@ def test_thousands_of_docs_leave_memory_and_caches_flat(model_dirs: dict[str, st
     nlp = spacy.blank("en")
     trf_config = {"inference": "int8", "frozen": True, "feature_cache_mb": CACHE_MB}
     nlp.add_pipe("trf", config={"model": {"name": model_dirs["bert"]}, **trf_config})
-    listener = {
-        "@architectures": "spacy-trf.TransformerListener.v1",
-        "pooling": {"@layers": "reduce_mean.v1"},
-    }
-    tagger = {"@architectures": "spacy.Tagger.v2", "tok2vec": listener}
-    nlp.add_pipe("tagger", config={"model": tagger})
+    nlp.add_pipe("tagger", config={"model": TAGGER})
     egs = [Example.from_dict(nlp.make_doc("the cat ran"), {"tags": ["DT", "NN", "VB"]})]
     nlp.initialize(lambda: egs)
     trf = nlp.get_pipe("trf")
@@ -74,3 +74,19 @@ def test_thousands_of_docs_leave_memory_and_caches_flat(model_dirs: dict[str, st
     assert growth < 0.05, f"live memory grew {100 * growth:.1f}% after the first 10%"
     assert len(converted) == 1  # the int8 copy was built once
     assert 0 < trf.cache.nbytes <= CACHE_MB * 2**20 and len(trf.cache) < trf.cache.misses  # evicted
+
+
+def test_memory_zones_free_each_requests_strings(model_dirs: dict[str, str]) -> None:
+    nlp = spacy.blank("en")
+    nlp.add_pipe("trf", config={"model": {"name": model_dirs["roberta"]}})
+    nlp.add_pipe("tagger", config={"model": TAGGER})
+    egs = [Example.from_dict(nlp.make_doc("the cat ran"), {"tags": ["DT", "NN", "VB"]})]
+    nlp.initialize(lambda: egs)
+    nlp("the cat ran")
+    before = len(nlp.vocab.strings)
+    for i in range(3):
+        with nlp.memory_zone():
+            doc = nlp(f"zebra{i} quokka{i} ran")
+            assert doc._.trf is not None and doc.has_annotation("TAG")
+    assert len(nlp.vocab.strings) == before
+    assert nlp("the cat ran").has_annotation("TAG")
