@@ -120,6 +120,20 @@ def test_nan_or_inf_loss_stops_at_its_step_before_writing_weights(
     assert np.array_equal(tagger_before.get_param("W"), softmax)
 
 
+def test_large_finite_gradients_are_not_mistaken_for_nan(model_dirs: dict[str, str]) -> None:
+    nlp = tagger_nlp(model_dirs["roberta"])
+    nlp.initialize(lambda: tag_examples(nlp))
+    shim = get_shim(nlp.get_pipe("trf").model)
+    params = list(shim.hf_model.parameters())
+    for p in params:
+        p.grad = torch.full_like(p, 1e30)  # the sum of squares would overflow
+    assert shim.gradients_finite()
+    params[0].grad.view(-1)[0] = float("nan")
+    assert not shim.gradients_finite()
+    shim.drop_gradients()
+    assert all(p.grad is None for p in params) and shim.gradients_finite()
+
+
 def test_spacy_train_stops_at_a_nan_loss_and_keeps_finite_weights(
     model_dirs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

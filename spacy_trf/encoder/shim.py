@@ -149,8 +149,17 @@ class HFShim(PyTorchShim):
 
     def gradients_finite(self) -> bool:
         """Whether every gradient of the HF model is finite (True without gradients)."""
+        if not self.loaded:
+            return True
         grads = [p.grad for p in self.hf_model.parameters() if p.grad is not None]
-        return not grads or bool(torch.nn.utils.get_total_norm(grads).isfinite())
+        # The max norm: a sum of squares would overflow on large but finite gradients.
+        inf_norm = torch.nn.utils.get_total_norm(grads, norm_type=float("inf")) if grads else None
+        return inf_norm is None or bool(inf_norm.isfinite())
+
+    def drop_gradients(self) -> None:
+        """Forget the gradients received since the last step."""
+        if self.loaded:
+            self.hf_model.zero_grad(set_to_none=True)
 
     @property
     def loss_scaling(self) -> bool:

@@ -1,12 +1,16 @@
 """``pipe`` of spacy-trf's components: batches of docs, where a batch that fails is run again
 doc by doc, so that spaCy's error handler (``nlp.set_error_handler``) gets only the docs that
-fail and the other docs of the batch come out annotated."""
+fail and the other docs of the batch come out annotated. (spaCy's own trainable components give
+the handler the whole batch and yield none of it.)"""
 
+import logging
 from collections.abc import Iterable, Iterator
 
 from spacy import util
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
+
+logger = logging.getLogger("spacy_trf")
 
 
 def pipe_batches(component: TrainablePipe, stream: Iterable[Doc], batch_size: int) -> Iterator[Doc]:
@@ -20,17 +24,10 @@ def pipe_batches(component: TrainablePipe, stream: Iterable[Doc], batch_size: in
             if error_handler is util.raise_error or len(docs) == 1:
                 error_handler(component.name, component, docs, err)
                 continue
-            yield from _one_by_one(component, docs)
+            logger.warning(
+                "'%s' failed on a batch of %d docs (%r); running them one by one",
+                component.name, len(docs), err,
+            )  # fmt: skip
+            yield from pipe_batches(component, docs, 1)
         else:
             yield from docs
-
-
-def _one_by_one(component: TrainablePipe, docs: list[Doc]) -> Iterator[Doc]:
-    error_handler = component.get_error_handler()
-    for doc in docs:
-        try:
-            component.set_annotations([doc], component.predict([doc]))
-        except Exception as err:
-            error_handler(component.name, component, [doc], err)
-        else:
-            yield doc

@@ -15,8 +15,8 @@ def check_corpus(name: str, get_examples: Callable[[], Iterable[Example]] | None
     if get_examples is not None and next(iter(get_examples()), None) is None:
         raise ValueError(
             f"'{name}' got no training examples at initialize: the training corpus is empty. "
-            "Point [paths.train] (or [corpora.train]) at a .spacy file with docs in it; "
-            "`python -m spacy debug data CONFIG` shows what the config reads."
+            "Point [paths.train] (or [corpora.train]) at a .spacy file with docs in it "
+            "(len(DocBin().from_disk(path)) counts them)."
         )
 
 
@@ -25,8 +25,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class TrainingSteps:
-    """The optimizer steps of component ``name`` since it was created, and the losses of the
-    update in flight (``nlp.update``'s dict: it holds every component's loss)."""
+    """The optimizer steps of component ``name`` in this process, and the losses of the update
+    in flight (``nlp.update``'s dict: it holds every component's loss)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -42,9 +42,11 @@ class TrainingSteps:
         finite. ``sources``: the components whose losses the gradient comes from (listeners).
         fp16 loss scaling skips overflowing steps itself, so its gradients pass."""
         self.count += 1
-        bad = {k: v for k, v in self._losses.items() if not math.isfinite(v)}
+        own = {self.name, *(sources or [])}
+        bad = {k: v for k, v in self._losses.items() if k in own and not math.isfinite(v)}
         if not bad and (shim.loss_scaling or shim.gradients_finite()):
             return
+        shim.drop_gradients()  # a caller that catches the error can go on with finite steps
         if bad:
             what = "the loss of " + ", ".join(f"'{k}' is {v}" for k, v in sorted(bad.items()))
         else:
@@ -52,9 +54,9 @@ class TrainingSteps:
             if sources:
                 what += " (from the losses of " + ", ".join(f"'{s}'" for s in sources) + ")"
         raise NonFiniteLossError(
-            f"Training stopped at step {self.count - 1} of '{self.name}' (counted from 0, as "
-            f"spaCy's training log counts): {what}, so the step would "
-            "write nan into the weights (they were left as they were). Lower "
+            f"Training stopped at step {self.count - 1} of '{self.name}' in this process (counted "
+            f"from 0, as spaCy's training log counts): {what}, so the step would write nan into "
+            "its transformer's weights (they were left as they were). Lower "
             "[training.optimizer.learn_rate], clip gradients with [training.optimizer.grad_clip] "
             "(e.g. 1.0), and check the examples of that batch for bad annotations."
         )
