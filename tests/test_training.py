@@ -2,6 +2,7 @@
 frozen, never reach) the encoder, listeners share one backward, and trained pipelines round-trip.
 """
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -698,6 +699,10 @@ def test_frozen_cache_respects_its_memory_bound(model_dirs: dict[str, str]) -> N
     nlp(texts[0])  # the oldest was evicted
     assert len(forwards) == len(texts) + 1
     assert cache.nbytes <= cache.max_bytes
+    copied = pickle.loads(pickle.dumps(cache))  # as n_process and Ray workers get it
+    assert (len(copied), copied.nbytes, copied.max_bytes) == (0, 0, cache.max_bytes)
+    copied.put(b"k", next(iter(cache._items.values()))[0])
+    assert len(copied) == 1 and len(cache) > 0
 
 
 # 10. GPU-only options are no-ops on CPU ---------------------------------------------------------

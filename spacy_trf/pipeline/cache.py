@@ -3,7 +3,6 @@
 import hashlib
 import threading
 from collections import OrderedDict
-from typing import Any
 
 import numpy as np
 from spacy.attrs import IDX, LENGTH, SENT_START
@@ -24,12 +23,9 @@ class OutputCache:
         self._items: OrderedDict[bytes, tuple[DocTransformerOutput, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+    def __reduce__(self) -> tuple[type, tuple[float]]:
+        # A copy in another process (n_process, Ray) starts empty: the outputs stay here.
+        return OutputCache, (self.max_bytes / 2**20,)
 
     def __len__(self) -> int:
         return len(self._items)
