@@ -152,9 +152,10 @@ class HFShim(PyTorchShim):
         if not self.loaded:
             return True
         grads = [p.grad for p in self.hf_model.parameters() if p.grad is not None]
+        if not grads:
+            return True
         # The max norm: a sum of squares would overflow on large but finite gradients.
-        inf_norm = torch.nn.utils.get_total_norm(grads, norm_type=float("inf")) if grads else None
-        return inf_norm is None or bool(inf_norm.isfinite())
+        return bool(torch.nn.utils.get_total_norm(grads, norm_type=float("inf")).isfinite())
 
     def drop_gradients(self) -> None:
         """Forget the gradients received since the last step."""

@@ -330,10 +330,11 @@ class Transformer(TrainablePipe):
         """Thinc's update of the weights that got a gradient since the last step (the HF
         encoder's at ``learn_rate_scale`` times the rate), here or from other workers. Stops
         training at a nan/inf loss or gradient (guards.py)."""
-        self.steps.check(get_shim(self.model), self.listening_components)
+        shim = get_shim(self.model)
+        self.steps.check(shim, self.listening_components)
         if self.frozen:
             return
-        if not self.gradients.has_gradient and not get_shim(self.model).has_gradients:
+        if not self.gradients.has_gradient and not shim.has_gradients:
             return
         self.gradients.has_gradient = False
         self.model.finish_update(sgd)

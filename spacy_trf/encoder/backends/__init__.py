@@ -16,7 +16,7 @@ converted model and ONNX session is built once, under a lock.
 import copy
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,8 @@ class InferenceBackends:
 
         def predict(inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
             n_windows, length = next(iter(inputs.values())).shape
-            with torch.inference_mode(), autocast, CompileCalls.run(calls, n_windows):
+            serial = calls.run(n_windows) if calls is not None else nullcontext()
+            with torch.inference_mode(), autocast, serial:
                 out = model(**inputs, **flags)
             return output_streams(out, want_hidden, length), getattr(out, "attentions", None)
 
@@ -209,17 +210,24 @@ class InferenceBackends:
     ) -> OnnxModel:
         """The loaded ONNX model while the weights are unchanged, else a new export."""
         with self._lock:
-            current = self._onnx
-            if current is None or current.version != version or current.read() is None:
-                current = self._onnx = OnnxModel(export_onnx(hf_model, input_names), version)
-            return current
+            return self._current_onnx(hf_model, version, input_names)
 
     def _onnx_session(
         self, hf_model: torch.nn.Module, version: int, input_names: tuple[str, ...]
     ) -> Any:
-        current = self._onnx_model(hf_model, version, input_names)
+        """The ONNX Runtime session of the current export, opened once."""
         with self._lock:
+            current = self._current_onnx(hf_model, version, input_names)
             return onnx_session(current, next(hf_model.parameters()).device)
+
+    def _current_onnx(
+        self, hf_model: torch.nn.Module, version: int, input_names: tuple[str, ...]
+    ) -> OnnxModel:
+        # Called under self._lock.
+        current = self._onnx
+        if current is None or current.version != version or current.read() is None:
+            current = self._onnx = OnnxModel(export_onnx(hf_model, input_names), version)
+        return current
 
     def _onnx_predictor(
         self,

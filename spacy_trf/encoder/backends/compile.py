@@ -50,20 +50,19 @@ def check_cpp_toolchain() -> None:
 class CompileCalls:
     """Runs a compiled copy's calls one at a time until it has run for a batch of one window
     and for a larger batch: dynamo compiles (with ``dynamic=True``, once for each) in the
-    calling thread, and compiling the same code in two threads at once is not safe."""
+    calling thread, and threads must not race through those first compilations."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._compiled: set[bool] = set()
 
-    @staticmethod
     @contextmanager
-    def run(calls: "CompileCalls | None", n_windows: int) -> Iterator[None]:
-        """The block in which a batch of ``n_windows`` runs (``calls`` None: no compiled copy)."""
+    def run(self, n_windows: int) -> Iterator[None]:
+        """The block in which a batch of ``n_windows`` runs."""
         several = n_windows > 1
-        if calls is None or several in calls._compiled:
+        if several in self._compiled:
             yield
             return
-        with calls._lock:
+        with self._lock:
             yield
-            calls._compiled.add(several)
+            self._compiled.add(several)
