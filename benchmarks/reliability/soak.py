@@ -5,10 +5,11 @@
 Streams real sentences (EWT, CoNLL-2003 and emotion texts, cycled) with one long doc of
 ``--long-sents`` EWT sentences (several windows) after every ``short / long`` short ones through
 ``nlp.pipe`` of a MiniLM trf + tagger pipeline, frozen with a ``--feature-cache-mb`` feature
-cache, and checks every doc comes back tagged. Records peak RSS after the first 10% of the docs
-and at the end (growth must stay under 5%), current RSS at every tenth, the feature cache's
-size against its bound, how often the backend's converted model was built and, with
-"compile", dynamo's graph count.
+cache, ``--zone-docs`` docs per ``nlp.memory_zone()`` (as a service frees each request's
+strings), and checks every doc comes back tagged. Records peak RSS after the first 10% of the
+docs and at the end (growth must stay under 5%), current RSS and vocabulary size at every
+tenth, the feature cache's size against its bound, how often the backend's converted model was
+built and, with "compile", dynamo's graph count.
 """
 
 import argparse
@@ -97,7 +98,20 @@ def build_pipeline(model: str, data: Path, inference: str, cache_mb: float) -> A
     return nlp
 
 
-def soak(nlp: Any, texts: Iterator[str], n_docs: int, batch_size: int) -> dict[str, Any]:
+def requests(nlp: Any, texts: Iterator[str], zone_docs: int, batch_size: int) -> Iterator[Any]:
+    """The docs of ``texts``, ``zone_docs`` at a time inside ``nlp.memory_zone()`` (spaCy's
+    pattern for services: each request's new strings are freed after it), or all in one pipe."""
+    if zone_docs <= 0:
+        yield from nlp.pipe(texts, batch_size=batch_size)
+        return
+    while chunk := list(itertools.islice(texts, zone_docs)):
+        with nlp.memory_zone():
+            yield from nlp.pipe(chunk, batch_size=batch_size)
+
+
+def soak(
+    nlp: Any, texts: Iterator[str], n_docs: int, batch_size: int, zone_docs: int = 0
+) -> dict[str, Any]:
     """Run ``texts`` through ``nlp.pipe`` and measure memory and caches along the way."""
     import torch
 
@@ -107,10 +121,11 @@ def soak(nlp: Any, texts: Iterator[str], n_docs: int, batch_size: int) -> dict[s
     backends = get_shim(trf.model).backends
     converted_ids: set[int] = set()
     samples: list[float] = []
-    peak_10 = None
+    strings: list[int] = []
+    peak_10 = rss_10 = None
     done = words = untagged = over_bound = 0
     start = time.perf_counter()
-    for doc in nlp.pipe(texts, batch_size=batch_size):
+    for doc in requests(nlp, texts, zone_docs, batch_size):
         done += 1
         words += len(doc)
         untagged += sum(1 for t in doc if not t.tag_)
@@ -119,11 +134,13 @@ def soak(nlp: Any, texts: Iterator[str], n_docs: int, batch_size: int) -> dict[s
         over_bound += trf.cache.nbytes > trf.cache.max_bytes
         if done % max(1, n_docs // 10) == 0:
             samples.append(round(rss_mb(), 1))
+            strings.append(len(nlp.vocab.strings))
             if peak_10 is None:
-                peak_10 = peak_rss_mb()
+                peak_10, rss_10 = peak_rss_mb(), samples[-1]
     seconds = time.perf_counter() - start
     peak_end = peak_rss_mb()
     peak_10 = peak_10 or peak_end
+    rss_10 = rss_10 or (samples[-1] if samples else rss_mb())
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     return {
         "docs": done,
@@ -135,6 +152,10 @@ def soak(nlp: Any, texts: Iterator[str], n_docs: int, batch_size: int) -> dict[s
         "peak_rss_mb_at_end": round(peak_end, 1),
         "rss_growth_pct": round(100 * (peak_end - peak_10) / peak_10, 2),
         "rss_mb_each_tenth": samples,
+        "current_rss_growth_pct": round(100 * (samples[-1] - rss_10) / rss_10, 2)
+        if samples
+        else 0.0,
+        "vocab_strings_each_tenth": strings,
         "feature_cache_mb": round(trf.cache.nbytes / 2**20, 1),
         "feature_cache_bound_mb": round(trf.cache.max_bytes / 2**20, 1),
         "feature_cache_docs": len(trf.cache),
@@ -142,6 +163,12 @@ def soak(nlp: Any, texts: Iterator[str], n_docs: int, batch_size: int) -> dict[s
         "converted_models_built": len(converted_ids),
         "compiled_graphs": int(graphs),
     }
+
+
+def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Rows of one benchmark, backend, allocator and zone size replace each other."""
+    keys = ("benchmark", "inference", "allocator", "zone_docs")
+    return tuple(row.get(k, {"allocator": "glibc", "zone_docs": 0}.get(k)) for k in keys)
 
 
 def main() -> None:
@@ -152,6 +179,9 @@ def main() -> None:
     parser.add_argument("--inference", default="torch", help="The trf component's backend.")
     parser.add_argument("--feature-cache-mb", type=float, default=64.0)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--zone-docs", type=int, default=1000, help="Docs per nlp.memory_zone() (0: no zones)."
+    )
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--model", default=None, help="Model dir (default: installed MiniLM).")
     parser.add_argument("--no-record", action="store_true", help="Do not write results.")
@@ -166,7 +196,7 @@ def main() -> None:
     nlp = build_pipeline(args.model, args.data, args.inference, args.feature_cache_mb)
     n_docs = args.short + args.long
     texts = stream(corpus_sentences(args.data), args.short, args.long, args.long_sents)
-    result = soak(nlp, texts, n_docs, args.batch_size)
+    result = soak(nlp, texts, n_docs, args.batch_size, args.zone_docs)
     ok = (
         result["docs"] == n_docs
         and result["untagged_tokens"] == 0
@@ -175,18 +205,19 @@ def main() -> None:
         and result["converted_models_built"] <= 1
     )
     row = {"benchmark": "soak", "inference": args.inference, "allocator": allocator(),
-           "short_docs": args.short,
-           "long_docs": args.long, **result, "passed": ok, "device": cpu_name(),
-           "cpu_flags": cpu_flags()}  # fmt: skip
+           "short_docs": args.short, "long_docs": args.long, "zone_docs": args.zone_docs,
+           **result, "passed": ok, "device": cpu_name(), "cpu_flags": cpu_flags()}  # fmt: skip
     for key, value in row.items():
         print(f"{key:26} {value}")
-    command = f"python benchmarks/reliability/soak.py --short {args.short} --long {args.long}"
+    command = (
+        f"python benchmarks/reliability/soak.py --short {args.short} --long {args.long}"
+        f" --zone-docs {args.zone_docs}"
+    )
     if row["allocator"] != "glibc":
         command = f"LD_PRELOAD=<lib{row['allocator']}.so> {command}"
     print(f"command: {command} --inference {args.inference}")
     if not args.no_record:
-        key = lambda r: (r.get("benchmark"), r.get("inference"), r.get("allocator", "glibc"))  # noqa: E731
-        merge_rows(RESULTS, [row], key=key)
+        merge_rows(RESULTS, [row], key=row_key)
     print(json.dumps({"passed": ok}))
     sys.exit(0 if ok else 1)
 
