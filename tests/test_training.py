@@ -705,6 +705,37 @@ def test_frozen_cache_respects_its_memory_bound(model_dirs: dict[str, str]) -> N
     assert len(copied) == 1 and len(cache) > 0
 
 
+def test_frozen_cache_counts_all_the_memory_it_keeps(model_dirs: dict[str, str]) -> None:
+    # Outputs are rows of the batch's arrays; a cache of views would keep whole batches alive.
+    texts = [f"Sentence number {i} is short ." for i in range(8)]
+    nlp, _ = build(model_dirs["roberta"], {}, frozen=True, feature_cache_mb=8)
+    docs = list(nlp.pipe(texts, batch_size=8))
+    cache = nlp.get_pipe("trf").cache
+    assert len(cache) == len(texts)
+    for doc, (out, _) in zip(docs, cache._items.values(), strict=True):
+        assert doc._.trf is out
+    cache.max_bytes = cache.nbytes // 3  # room for the last two docs of the next batch
+    cache.clear()
+    list(nlp.pipe(texts[::-1], batch_size=8))
+    kept = [out for out, _ in cache._items.values()]
+
+    def memory(a: np.ndarray) -> np.ndarray:  # the array that holds a view's memory
+        return a if not isinstance(a.base, np.ndarray) else memory(a.base)
+
+    held = {
+        id(memory(a)): memory(a).nbytes
+        for out in kept
+        for a in (out.last_hidden_state, out.special_hidden_state, out.align.dataXd, out.piece_ids)
+    }
+    assert len(kept) == 2
+    assert sum(held.values()) <= cache.nbytes
+    fresh, _ = build(model_dirs["roberta"], {}, frozen=True)  # the copies hold what it computes
+    again = [doc._.trf for doc in fresh.pipe(texts[1::-1], batch_size=2)]
+    for a, out in zip(again, kept, strict=True):
+        np.testing.assert_allclose(a.last_hidden_state, out.last_hidden_state, atol=1e-6)
+        np.testing.assert_array_equal(a.align.dataXd, out.align.dataXd)
+
+
 # 10. GPU-only options are no-ops on CPU ---------------------------------------------------------
 
 

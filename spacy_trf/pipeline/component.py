@@ -243,8 +243,7 @@ class Transformer(TrainablePipe):
         if missing:
             new = self.model.predict([docs[i] for i in missing])
             for i, out in zip(missing, new, strict=True):
-                found[i] = out
-                self.cache.put(keys[i], out)
+                found[i] = self.cache.put(keys[i], out)
         return [out for out in found if out is not None]
 
     def set_annotations(self, docs: Iterable[Doc], outputs: list[DocTransformerOutput]) -> None:
