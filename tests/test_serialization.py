@@ -97,6 +97,23 @@ def test_docs_with_outputs_serialize(nlp_factory: Callable[..., spacy.Language])
     np.testing.assert_array_equal(again._.trf.special_hidden_state, a.special_hidden_state)
 
 
+def test_output_arrays_map_once_and_stay_shared(
+    nlp_factory: Callable[..., spacy.Language],
+) -> None:
+    # What the feature cache copies and the codec converts: every array once, sharing kept.
+    nlp = nlp_factory("roberta", model={"output_hidden_states": True})
+    out = nlp("Outputs share their last layer with last_hidden_state. " * 3)._.trf
+    assert out.hidden_states[-1] is out.last_hidden_state
+    calls: list[int] = []
+    copy = out.map_arrays(lambda a: calls.append(1) or np.array(a, copy=True))
+    assert len(calls) == len(out.arrays()) == len({id(a) for a in copy.arrays()})
+    assert copy.hidden_states[-1] is copy.last_hidden_state
+    for a, b in zip(out.arrays(), copy.arrays(), strict=True):
+        assert not np.shares_memory(a, b)
+        np.testing.assert_array_equal(a, b)
+    assert copy.piece_texts == out.piece_texts and copy.n_special == out.n_special
+
+
 def test_transformer_config_is_kept_after_loading(
     model_dirs: dict[str, str], tmp_path: Path
 ) -> None:

@@ -1,15 +1,12 @@
 """A memory-bounded cache of a frozen encoder's outputs, so later epochs skip the encoder."""
 
-import dataclasses
 import hashlib
 import threading
 from collections import OrderedDict
-from typing import Any
 
 import numpy as np
 from spacy.attrs import IDX, LENGTH, SENT_START
 from spacy.tokens import Doc
-from thinc.types import Ragged
 
 from ..stitch import DocTransformerOutput
 
@@ -56,10 +53,10 @@ class OutputCache:
         where it is too large or already kept). The encoder's outputs are rows of a whole
         batch's arrays: caching those views would keep every batch they came from alive, far
         beyond ``max_mb``."""
-        size = _nbytes(output)
+        size = sum(int(a.nbytes) for a in output.arrays())
         if size > self.max_bytes:
             return output
-        output = _owned(output)
+        output = output.map_arrays(lambda a: a.copy())
         with self._lock:
             if key in self._items:
                 return output
@@ -74,39 +71,3 @@ class OutputCache:
         with self._lock:
             self._items.clear()
             self.nbytes = 0
-
-
-def _owned(out: DocTransformerOutput) -> DocTransformerOutput:
-    """``out`` with each array copied once, on its device (arrays shared between fields stay
-    shared; the piece vocabulary is shared by all outputs and stays as it is)."""
-    copies: dict[int, Any] = {}
-
-    def own(a: Any) -> Any:
-        if id(a) not in copies:
-            copies[id(a)] = a.copy()
-        return copies[id(a)]
-
-    def own_all(group: list | None) -> list | None:
-        return None if group is None else [own(a) for a in group]
-
-    return dataclasses.replace(
-        out,
-        piece_ids=own(out.piece_ids),
-        piece_offsets=own(out.piece_offsets),
-        align=Ragged(own(out.align.dataXd), own(out.align.lengths)),
-        last_hidden_state=own(out.last_hidden_state),
-        special_hidden_state=own(out.special_hidden_state),
-        window_ranges=own(out.window_ranges),
-        hidden_states=own_all(out.hidden_states),
-        special_hidden_states=own_all(out.special_hidden_states),
-        attentions=own_all(out.attentions),
-    )
-
-
-def _nbytes(out: DocTransformerOutput) -> int:
-    arrays = [out.piece_ids, out.piece_offsets, out.last_hidden_state, out.special_hidden_state]
-    arrays += [out.align.dataXd, out.align.lengths, out.window_ranges]
-    for group in (out.hidden_states, out.special_hidden_states, out.attentions):
-        arrays += list(group or [])
-    # Layer lists share the last layer's array with last_hidden_state: count each array once.
-    return sum(int(a.nbytes) for a in {id(a): a for a in arrays}.values())

@@ -21,13 +21,10 @@ _MARKER = "__spacy_trf.DocTransformerOutput__"
 def _encode_output(obj: Any, chain: Callable[[Any], Any] | None = None) -> Any:
     if not isinstance(obj, DocTransformerOutput):
         return obj if chain is None else chain(obj)
-    data = {f.name: getattr(obj, f.name) for f in fields(obj) if f.name not in ("align", "vocab")}
-    data = {k: to_numpy(v) if hasattr(v, "shape") else v for k, v in data.items()}
-    for key in ("hidden_states", "special_hidden_states", "attentions"):
-        if data[key] is not None:
-            data[key] = [to_numpy(x) for x in data[key]]
-    data["align_data"] = to_numpy(obj.align.dataXd)
-    data["align_lengths"] = to_numpy(obj.align.lengths)
+    host = obj.map_arrays(to_numpy)
+    data = {f.name: getattr(host, f.name) for f in fields(host) if f.name not in ("align", "vocab")}
+    data["align_data"] = host.align.dataXd
+    data["align_lengths"] = host.align.lengths
     data["piece_texts"] = obj.piece_texts
     return {_MARKER: data}
 

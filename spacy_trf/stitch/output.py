@@ -1,6 +1,9 @@
 """Data classes for the encoder's per-Doc output (``doc._.trf``) and its gradients."""
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from thinc.types import Floats2d, Floats4d, Ints1d, Ints2d, Ragged
@@ -38,11 +41,45 @@ class DocTransformerOutput:
     def width(self) -> int:
         return int(self.last_hidden_state.shape[1])
 
+    def arrays(self) -> list[Any]:
+        """Every array this output holds, each once (the layer lists share the last layer with
+        ``last_hidden_state``); not the piece vocabulary, which all outputs share."""
+        return list(_distinct(self._array_fields()).values())
+
+    def map_arrays(self, fn: Callable[[Any], Any]) -> "DocTransformerOutput":
+        """A copy with ``fn`` applied once to each of ``arrays()`` (arrays shared between fields
+        stay shared)."""
+        fields = self._array_fields()
+        mapped = {key: fn(a) for key, a in _distinct(fields).items()}
+
+        def new(value: Any) -> Any:
+            if isinstance(value, list):
+                return [mapped[id(a)] for a in value]
+            return None if value is None else mapped[id(value)]
+
+        changed: dict[str, Any] = {name: new(value) for name, value in fields.items()}
+        align = Ragged(changed.pop("align_data"), changed.pop("align_lengths"))
+        return dataclasses.replace(self, align=align, **changed)
+
+    def _array_fields(self) -> dict[str, Any]:
+        # Ragged.dataXd makes a new view at each call: read it once.
+        names = ["piece_ids", "piece_offsets", "last_hidden_state", "special_hidden_state"]
+        names += ["window_ranges", "hidden_states", "special_hidden_states", "attentions"]
+        fields = {name: getattr(self, name) for name in names}
+        return {**fields, "align_data": self.align.dataXd, "align_lengths": self.align.lengths}
+
     def token_pieces(self, i: int) -> np.ndarray:
         """Row indices of the pieces aligned to token ``i``."""
         lengths = np.asarray(self.align.lengths)
         start = int(lengths[:i].sum())
         return np.asarray(self.align.dataXd)[start : start + int(lengths[i])]
+
+
+def _distinct(fields: dict[str, Any]) -> dict[int, Any]:
+    arrays = [
+        a for v in fields.values() if v is not None for a in (v if isinstance(v, list) else [v])
+    ]
+    return {id(a): a for a in arrays}
 
 
 @dataclass
