@@ -47,6 +47,29 @@ def allocator() -> str:
     return next((name for name in ("jemalloc", "tcmalloc") if name in maps), "glibc")
 
 
+def allocator_env() -> dict[str, str]:
+    """The allocator and oneDNN settings this process was started with."""
+    names = ("MALLOC_", "GLIBC_TUNABLES", "ONEDNN_", "TCMALLOC_")
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(names)}
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def trimming(docs: Iterator[Any], every: int) -> Iterator[Any]:
+    """``docs``, with glibc's ``malloc_trim(0)`` (hand freed heap pages back) after every
+    ``every`` docs: an experiment against glibc's fragmentation, not what the library does."""
+    import ctypes
+
+    trim = ctypes.CDLL("libc.so.6").malloc_trim
+    for i, doc in enumerate(docs, 1):
+        if i % every == 0:
+            trim(0)
+        yield doc
+
+
 def corpus_sentences(data: Path) -> list[str]:
     """The distinct sentences of the three data sets' training splits."""
     ewt = (data / "ud-en-ewt" / "en_ewt-ud-train.conllu").read_text(encoding="utf8")
@@ -110,7 +133,12 @@ def requests(nlp: Any, texts: Iterator[str], zone_docs: int, batch_size: int) ->
 
 
 def soak(
-    nlp: Any, texts: Iterator[str], n_docs: int, batch_size: int, zone_docs: int = 0
+    nlp: Any,
+    texts: Iterator[str],
+    n_docs: int,
+    batch_size: int,
+    zone_docs: int = 0,
+    trim_docs: int = 0,
 ) -> dict[str, Any]:
     """Run ``texts`` through ``nlp.pipe`` and measure memory and caches along the way."""
     import torch
@@ -124,8 +152,9 @@ def soak(
     strings: list[int] = []
     peak_10 = rss_10 = None
     done = words = untagged = over_bound = 0
-    start = time.perf_counter()
-    for doc in requests(nlp, texts, zone_docs, batch_size):
+    start, cpu_start = time.perf_counter(), cpu_seconds()
+    docs = requests(nlp, texts, zone_docs, batch_size)
+    for doc in trimming(docs, trim_docs) if trim_docs else docs:
         done += 1
         words += len(doc)
         untagged += sum(1 for t in doc if not t.tag_)
@@ -138,6 +167,7 @@ def soak(
             if peak_10 is None:
                 peak_10, rss_10 = peak_rss_mb(), samples[-1]
     seconds = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu_start
     peak_end = peak_rss_mb()
     peak_10 = peak_10 or peak_end
     rss_10 = rss_10 or (samples[-1] if samples else rss_mb())
@@ -148,6 +178,8 @@ def soak(
         "untagged_tokens": untagged,
         "seconds": round(seconds, 1),
         "words_per_s": round(words / seconds),
+        # CPU time is steadier than wall time on a shared machine: compare variants by both.
+        "cpu_ms_per_1k_words": round(1e6 * cpu / max(words, 1), 1),
         "peak_rss_mb_at_10pct": round(peak_10, 1),
         "peak_rss_mb_at_end": round(peak_end, 1),
         "rss_growth_pct": round(100 * (peak_end - peak_10) / peak_10, 2),
@@ -166,9 +198,11 @@ def soak(
 
 
 def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """Rows of one benchmark, backend, allocator and zone size replace each other."""
-    keys = ("benchmark", "inference", "allocator", "zone_docs")
-    return tuple(row.get(k, {"allocator": "glibc", "zone_docs": 0}.get(k)) for k in keys)
+    """Rows of one benchmark, backend, allocator (and its settings) and zone size replace each
+    other."""
+    keys = ("benchmark", "inference", "allocator", "zone_docs", "allocator_env", "malloc_trim_docs")
+    defaults = {"allocator": "glibc", "zone_docs": 0, "allocator_env": {}, "malloc_trim_docs": 0}
+    return tuple(json.dumps(row.get(k, defaults.get(k)), sort_keys=True) for k in keys)
 
 
 def main() -> None:
@@ -181,6 +215,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
         "--zone-docs", type=int, default=1000, help="Docs per nlp.memory_zone() (0: no zones)."
+    )
+    parser.add_argument(
+        "--malloc-trim-docs",
+        type=int,
+        default=0,
+        help="Experiment: call glibc's malloc_trim(0) after every N docs (0: never).",
     )
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--model", default=None, help="Model dir (default: installed MiniLM).")
@@ -196,7 +236,7 @@ def main() -> None:
     nlp = build_pipeline(args.model, args.data, args.inference, args.feature_cache_mb)
     n_docs = args.short + args.long
     texts = stream(corpus_sentences(args.data), args.short, args.long, args.long_sents)
-    result = soak(nlp, texts, n_docs, args.batch_size, args.zone_docs)
+    result = soak(nlp, texts, n_docs, args.batch_size, args.zone_docs, args.malloc_trim_docs)
     ok = (
         result["docs"] == n_docs
         and result["untagged_tokens"] == 0
@@ -205,6 +245,7 @@ def main() -> None:
         and result["converted_models_built"] <= 1
     )
     row = {"benchmark": "soak", "inference": args.inference, "allocator": allocator(),
+           "allocator_env": allocator_env(), "malloc_trim_docs": args.malloc_trim_docs,
            "short_docs": args.short, "long_docs": args.long, "zone_docs": args.zone_docs,
            **result, "passed": ok, "device": cpu_name(), "cpu_flags": cpu_flags()}  # fmt: skip
     for key, value in row.items():
@@ -213,8 +254,12 @@ def main() -> None:
         f"python benchmarks/reliability/soak.py --short {args.short} --long {args.long}"
         f" --zone-docs {args.zone_docs}"
     )
+    if args.malloc_trim_docs:
+        command += f" --malloc-trim-docs {args.malloc_trim_docs}"
+    env = " ".join(f"{k}={v}" for k, v in row["allocator_env"].items())
     if row["allocator"] != "glibc":
-        command = f"LD_PRELOAD=<lib{row['allocator']}.so> {command}"
+        env = f"LD_PRELOAD=<lib{row['allocator']}.so> {env}"
+    command = f"{env} {command}".strip()
     print(f"command: {command} --inference {args.inference}")
     if not args.no_record:
         merge_rows(RESULTS, [row], key=row_key)
