@@ -3,6 +3,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# inference = "auto" remembers its choices per test session, not in ~/.cache
+os.environ.setdefault("SPACY_TRF_CACHE", __import__("tempfile").mkdtemp(prefix="spacy-trf-cache-"))
 
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -188,7 +188,7 @@ def trf_config(model: str, frozen: bool, accuracy: bool) -> dict[str, Any]:
         "feature_cache_mb": defaults.FROZEN_FEATURE_CACHE_MB if frozen else 0,
         # Heads learn at the optimizer's rate, the pretrained encoder at a tenth of it.
         "learn_rate_scale": 0.1,
-        # int8 on CPU, PyTorch on GPU: the fastest prediction that kept accuracy (docs/backends.md).
+        # The fastest backend here whose outputs agree with fp32, measured once (docs/backends.md).
         "inference": "auto",
         "model": {
             "@architectures": "spacy-trf.TransformerModel.v1",

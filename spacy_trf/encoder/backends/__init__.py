@@ -5,7 +5,8 @@
 - ``"int8"``: a copy with dynamically quantized int8 Linear layers (CPU; ``int8.py``).
 - ``"compile"``: a copy compiled by ``torch.compile``: fp32 with fused kernels (``compile.py``).
 - ``"onnx"``: ONNX Runtime on the exported model, saved as ``model.onnx`` (``onnx.py``).
-- ``"auto"``: "int8" on CPU, "torch" on GPU (what init-config writes).
+- ``"auto"``: the fastest of these whose outputs agree with fp32, measured once per machine
+  (``auto.py``; what init-config writes).
 
 ``InferenceBackends`` owns the choice and the models converted for it; an ``HFShim`` holds one.
 Converted models are built from the current weights and rebuilt once the weights version changes,
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from ..streams import output_streams
+from . import auto
 from .bf16 import bf16_autocast
 from .compile import CompileCalls, compile_model
 from .int8 import quantize_int8
@@ -41,7 +43,6 @@ __all__ = [
     "Predict",
     "check_attentions",
     "check_backend",
-    "resolve_backend",
 ]
 
 
@@ -52,13 +53,6 @@ def check_backend(name: Any) -> str:
             f"inference must be one of {', '.join(map(repr, INFERENCE_BACKENDS))}; got {name!r}."
         )
     return str(name)
-
-
-def resolve_backend(name: str, device: torch.device) -> str:
-    """The backend that ``"auto"`` stands for on a device; other names unchanged."""
-    if name != "auto":
-        return name
-    return "int8" if device.type == "cpu" else "torch"
 
 
 def check_attentions(backend: str, output_attentions: bool) -> None:
@@ -91,7 +85,9 @@ class InferenceBackends:
         self.name = check_backend(name)
         self._converted: Converted | None = None
         self._onnx: OnnxModel | None = None
+        self._auto: auto.Choice | None = None  # what "auto" stands for, once measured
         self._lock = threading.Lock()  # builds converted models and ONNX sessions once
+        self._choosing = threading.Lock()  # measures "auto" once
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "InferenceBackends":
         return InferenceBackends()
@@ -105,6 +101,11 @@ class InferenceBackends:
         return self._converted
 
     @property
+    def chosen(self) -> auto.Choice | None:
+        """What ``"auto"`` chose in this process (after its first prediction), if it did."""
+        return self._auto
+
+    @property
     def onnx(self) -> OnnxModel | None:
         """The exported (or saved) ONNX model, if any."""
         return self._onnx
@@ -112,7 +113,8 @@ class InferenceBackends:
     def select(self, name: str, device: torch.device) -> None:
         """Switch the backend; converted models of other backends are dropped."""
         self.name = check_backend(name)
-        if self._converted is not None and self._converted.backend != resolve_backend(name, device):
+        in_use = self._auto.backend if name == "auto" and self._auto is not None else name
+        if self._converted is not None and self._converted.backend != in_use:
             self._converted = None
         if name != "onnx" and self._onnx is not None:
             self._onnx.session = None
@@ -153,8 +155,20 @@ class InferenceBackends:
         input_names: tuple[str, ...],
     ) -> Predict:
         """A prediction function of the current backend; ``flags`` are the HF forward's."""
+        if self.name == "auto":
+            return self._auto_predictor(hf_model, version, flags, autocast, input_names)
+        return self._predictor(self.name, hf_model, version, flags, autocast, input_names)
+
+    def _predictor(
+        self,
+        backend: str,
+        hf_model: torch.nn.Module,
+        version: int,
+        flags: dict[str, bool],
+        autocast: AbstractContextManager,
+        input_names: tuple[str, ...],
+    ) -> Predict:
         device = next(hf_model.parameters()).device
-        backend = resolve_backend(self.name, device)
         want_hidden = bool(flags.get("output_hidden_states"))
         if backend == "onnx":
             if getattr(hf_model, "base_model", hf_model) is not hf_model:
@@ -184,6 +198,41 @@ class InferenceBackends:
             with torch.inference_mode(), autocast, serial:
                 out = model(**inputs, **flags)
             return output_streams(out, want_hidden, length), getattr(out, "attentions", None)
+
+        return predict
+
+    def _auto_predictor(
+        self,
+        hf_model: torch.nn.Module,
+        version: int,
+        flags: dict[str, bool],
+        autocast: AbstractContextManager,
+        input_names: tuple[str, ...],
+    ) -> Predict:
+        """The chosen backend's prediction function; before the choice is made, one that makes
+        it on its first batch."""
+        device = next(hf_model.parameters()).device
+        key = auto.machine_key(hf_model, device, bool(flags.get("output_hidden_states")))
+
+        def build(backend: str) -> Predict:
+            return self._predictor(backend, hf_model, version, flags, autocast, input_names)
+
+        known = self._auto
+        if known is not None and known.key == key:
+            return build(known.backend)
+
+        def predict(inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
+            with self._choosing:
+                if self._auto is None or self._auto.key != key:
+                    runs = {name: _lazy(build, name) for name in auto.candidates(device)}
+                    self._auto = auto.choose(key, runs, inputs, auto.cache_dir())
+                    if (
+                        self._converted is not None
+                        and self._converted.backend != self._auto.backend
+                    ):
+                        self._converted = None  # a candidate's copy that was not chosen
+                chosen = self._auto.backend
+            return build(chosen)(inputs)
 
         return predict
 
@@ -246,3 +295,9 @@ class InferenceBackends:
             return [torch.from_numpy(r).to(device) for r in result], None
 
         return predict
+
+
+def _lazy(build: Callable[[str], Predict], backend: str) -> Predict:
+    """``build(backend)``'s prediction, built at the call (so that a backend this machine cannot
+    build fails there, as a candidate that could not run)."""
+    return lambda inputs: build(backend)(inputs)
