@@ -15,6 +15,7 @@ from thinc.api import Adam, chain, fix_random_seed
 from thinc.api import registry as thinc_registry
 
 from spacy_trf.encoder import HFShim, encoder_options, get_shim
+from spacy_trf.encoder import forward as forward_module
 from spacy_trf.pooling import EncoderRows, TokenPooler
 from spacy_trf.stitch import RowsGradient
 
@@ -736,10 +737,13 @@ def test_frozen_cache_counts_all_the_memory_it_keeps(model_dirs: dict[str, str])
         np.testing.assert_array_equal(a.align.dataXd, out.align.dataXd)
 
 
-# 10. GPU-only options are no-ops on CPU ---------------------------------------------------------
+# 10. GPU options on CPU: bf16 autocast only where bf16 is native ------------------------------
 
 
-def test_gpu_options_change_nothing_on_cpu(model_dirs: dict[str, str]) -> None:
+def test_gpu_options_change_nothing_on_a_cpu_without_native_bf16(
+    model_dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forward_module, "native_bf16", lambda: False)
     results = []
     for options in ({}, {"mixed_precision": True, "gradient_checkpointing": True}):
         nlp, egs = build(model_dirs["roberta"], {"tagger": tagger()}, **options)
@@ -755,6 +759,34 @@ def test_gpu_options_change_nothing_on_cpu(model_dirs: dict[str, str]) -> None:
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     for a, b in zip(out_a, out_b, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_mixed_precision_trains_in_bf16_with_fp32_weights_where_bf16_is_native(
+    model_dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Forced on here: emulated bf16 computes the same values, slowly.
+    monkeypatch.setattr(forward_module, "native_bf16", lambda: True)
+    dtypes: list[torch.dtype] = []
+    results = []
+    for mixed in (False, True):
+        nlp, egs = build(model_dirs["roberta"], {"tagger": tagger()}, mixed_precision=mixed)
+        hf = encoder(nlp)
+        hook = hf.encoder.layer[0].output.dense.register_forward_hook(
+            lambda module, args, out: dtypes.append(out.dtype)
+        )
+        losses = train(nlp, egs, steps=3)["tagger"]
+        hook.remove()
+        assert all(p.dtype == torch.float32 for p in hf.parameters())  # fp32 master weights
+        out = np.concatenate([doc._.trf.last_hidden_state for doc in nlp.pipe(TEXTS)])
+        results.append((losses, snapshot(hf), out))
+    assert set(dtypes) == {torch.float32, torch.bfloat16}  # fp32 run, then bf16 autocast
+    (loss_a, weights_a, out_a), (loss_b, weights_b, out_b) = results
+    assert loss_b != loss_a and np.allclose(loss_b, loss_a, rtol=0.05)
+    assert not all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert all(torch.isfinite(w).all() for w in weights_b.values())
+    assert out_b.dtype == np.float32 and np.isfinite(out_b).all()
+    cos = (out_a * out_b).sum(1) / np.linalg.norm(out_a, axis=1) / np.linalg.norm(out_b, axis=1)
+    assert cos.mean() > 0.99
 
 
 # 11. Save and load a trained pipeline -----------------------------------------------------------

@@ -19,6 +19,7 @@ from ..stitch import (
     window_gradient,
 )
 from ..windows import WindowBatch, WindowPlan
+from .backends.bf16 import native_bf16
 from .loading import max_sequence_length
 from .options import EncoderOptions
 from .shim import HFShim
@@ -103,11 +104,16 @@ def forward_flags(options: EncoderOptions, config: Any) -> dict[str, bool]:
 
 
 def _autocast(options: EncoderOptions, device: torch.device) -> AbstractContextManager:
-    """mixed_precision acts on CUDA devices only."""
-    if device.type != "cuda" or not options.mixed_precision:
+    """``mixed_precision``: autocast on CUDA (bf16 where supported, else fp16) and on CPUs that
+    compute bf16 natively (AMX, AVX512-BF16); fp32 elsewhere, since emulated bf16 is slower."""
+    if not options.mixed_precision:
         return nullcontext()
-    bf16 = torch.cuda.is_bf16_supported()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
+    if device.type == "cpu" and native_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def check_window(

@@ -12,7 +12,8 @@ class EncoderOptions:
     """Run-time settings of an encoder.
 
     max_batch_pieces: Most padded pieces (rows x longest window) per forward call.
-    mixed_precision: On GPU, autocast (bf16 where supported, else fp16 with loss scaling).
+    mixed_precision: Autocast: on GPU bf16 where supported, else fp16 with loss scaling; on CPU
+        bf16 where the CPU computes it natively (AMX, AVX512-BF16), else nothing.
     gradient_checkpointing: On GPU, recompute activations in backward to save memory.
     output_hidden_states: Return every layer's hidden states, not only the last.
     output_attentions: Return attention weights, per window.

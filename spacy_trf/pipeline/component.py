@@ -87,8 +87,9 @@ def make_transformer(
         backward; the heads listening to it still train.
     feature_cache_mb (float): With frozen, keep up to this many MB of encoder outputs in memory,
         keyed by doc text, tokenization and model, so epochs after the first skip the encoder.
-    mixed_precision (bool): On GPU, run the encoder under autocast (bf16 where supported, else
-        fp16 with a gradient scaler). No effect on CPU.
+    mixed_precision (bool): Run the encoder under autocast: on GPU bf16 where supported, else
+        fp16 with a gradient scaler; on a CPU with native bf16 (AMX, AVX512-BF16) bf16; no
+        effect on other CPUs. The weights stay fp32.
     gradient_checkpointing (bool): On GPU, recompute activations in backward to save memory.
         No effect on CPU.
     learn_rate_scale (float): Multiplies the optimizer's learning rate for the encoder's

@@ -1,6 +1,7 @@
 """Inference backends: how the encoder runs at prediction time (training always uses PyTorch).
 
-- ``"torch"``: the PyTorch model as loaded (on CUDA with ``mixed_precision``: autocast).
+- ``"torch"``: the PyTorch model as loaded (with ``mixed_precision``: autocast, on CUDA or a CPU
+  with native bf16).
 - ``"bf16"``: PyTorch under bf16 autocast, on a CPU that supports it or a GPU (``bf16.py``).
 - ``"int8"``: a copy with dynamically quantized int8 Linear layers (CPU; ``int8.py``).
 - ``"compile"``: a copy compiled by ``torch.compile``: fp32 with fused kernels (``compile.py``).
