@@ -1,10 +1,14 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# inference = "auto" remembers its choices per test session, not in ~/.cache
-os.environ.setdefault("SPACY_TRF_CACHE", __import__("tempfile").mkdtemp(prefix="spacy-trf-cache-"))
+# inference = "auto" remembers its choices for this test session only, not in the user's cache
+os.environ["SPACY_TRF_CACHE"] = tempfile.mkdtemp(prefix="spacy-trf-cache-")
+atexit.register(shutil.rmtree, os.environ["SPACY_TRF_CACHE"], ignore_errors=True)
 
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402

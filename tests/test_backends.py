@@ -3,9 +3,7 @@ PyTorch's, the choice saved with the pipeline and loaded offline, converted mode
 training, and ``spacy-trf export-onnx``."""
 
 import copy
-import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,6 @@ from typer.testing import CliRunner
 import spacy_trf.encoder.backends
 from spacy_trf.cli import app
 from spacy_trf.encoder import get_shim
-from spacy_trf.encoder.backends import auto
 from spacy_trf.encoder.backends import int8 as int8_backend
 
 from .conftest import make_nlp
@@ -311,78 +308,6 @@ def test_replace_listeners_after_onnx_predictions(model_dirs: dict[str, str]) ->
     assert onnx_session_ran(nlp)
     nlp.replace_listeners("trf", "tagger", ["model.tok2vec"])  # copies the encoder
     assert [t.tag_ for t in nlp("Dogs bark loudly .")] == tags
-
-
-@pytest.fixture
-def auto_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty choice cache for inference = "auto", on disk and in this process."""
-    monkeypatch.setenv(auto.CACHE_ENV, str(tmp_path))
-    auto.forget_choices()
-    yield tmp_path / auto.CACHE_FILE
-    auto.forget_choices()
-
-
-def test_auto_measures_once_per_machine_and_predicts_with_its_choice(
-    model_dirs: dict[str, str], auto_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    nlp = make_nlp(model_dirs["bert"], inference="auto")
-    got = rows(nlp)
-    choice = get_shim(nlp.get_pipe("trf").model).backends.chosen
-    assert choice is not None and choice.measured
-    assert {t.backend for t in choice.trials} == set(auto.candidates(torch.device("cpu")))
-    assert all(t.seconds > 0 and 0.5 < t.cosine <= 1 for t in choice.trials)  # type: ignore[operator]
-    assert choice.backend == auto.decide(choice.trials)
-    np.testing.assert_array_equal(got, rows(make_nlp(model_dirs["bert"], inference=choice.backend)))
-    saved = json.loads(auto_cache.read_text())
-    assert list(saved) == [choice.key] and saved[choice.key]["backend"] == choice.backend
-    assert "torch " + torch.__version__ in choice.key and "BertModel 6x384x1536" in choice.key
-
-    # a new process (no choices in memory) reads the file instead of measuring
-    auto.forget_choices()
-    monkeypatch.setattr(auto, "measure", lambda *a: pytest.fail("measured again"))
-    again = make_nlp(model_dirs["bert"], inference="auto")
-    np.testing.assert_array_equal(rows(again), got)
-    known = get_shim(again.get_pipe("trf").model).backends.chosen
-    assert known is not None and not known.measured and known.backend == choice.backend
-
-
-def trials(**timed: tuple[float, float]) -> tuple[auto.Trial, ...]:
-    return tuple(auto.Trial(name, seconds, cosine) for name, (seconds, cosine) in timed.items())
-
-
-def test_auto_takes_the_fastest_backend_that_agrees_with_fp32() -> None:
-    assert auto.decide(trials(torch=(1.0, 1.0), int8=(0.6, 0.985), bf16=(0.4, 0.9999))) == "bf16"
-    # outputs too far from fp32, or too small a gain to give up exact outputs: fp32
-    assert auto.decide(trials(torch=(1.0, 1.0), int8=(0.5, auto.MIN_COSINE - 0.01))) == "torch"
-    assert auto.decide(trials(torch=(1.0, 1.0), int8=(0.95, 0.99))) == "torch"
-    failed = auto.Trial("bf16", None, None, "ValueError: no bf16")
-    assert auto.decide((*trials(torch=(1.0, 1.0), int8=(0.7, 0.98)), failed)) == "int8"
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_auto_never_tries_emulated_bf16(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
-    monkeypatch.setattr(auto, "native_bf16", lambda: native)
-    names = auto.candidates(torch.device("cpu"))
-    assert names[:2] == ["torch", "int8"] and ("bf16" in names) == native
-
-
-def test_auto_survives_a_broken_cache_and_a_failing_candidate(
-    model_dirs: dict[str, str], auto_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    auto_cache.write_text("{not json")
-    monkeypatch.setattr(auto, "candidates", lambda device: ["torch", "int8"])
-    monkeypatch.setattr(
-        spacy_trf.encoder.backends,
-        "quantize_int8",
-        lambda m: (_ for _ in ()).throw(RuntimeError("no fbgemm")),
-    )
-    nlp = make_nlp(model_dirs["roberta"], inference="auto")
-    np.testing.assert_array_equal(rows(nlp), rows(make_nlp(model_dirs["roberta"])))
-    choice = get_shim(nlp.get_pipe("trf").model).backends.chosen
-    assert choice is not None and choice.backend == "torch"
-    failed = next(t for t in choice.trials if t.backend == "int8")
-    assert failed.seconds is None and "no fbgemm" in str(failed.error)
-    assert json.loads(auto_cache.read_text())[choice.key]["backend"] == "torch"  # rewritten
 
 
 def test_auto_is_written_by_init_config(model_dirs: dict[str, str]) -> None:

@@ -99,7 +99,7 @@ class HFShim(PyTorchShim):
 
     def set_inference(self, backend: str) -> None:
         """Switch the prediction backend; converted models of other backends are dropped."""
-        self.backends.select(backend, self.device)
+        self.backends.select(backend)
 
     def use_backend(self, backend: str) -> AbstractContextManager[None]:
         """Predict with ``backend`` inside the block, keeping the converted models."""

@@ -1,9 +1,13 @@
 """The rows an HF forward's output contributes, as (batch, length, width) streams: every hidden
 state or the last one for an encoder; the logits for a model with a classification head."""
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+
+# One backend's prediction: inputs -> (streams, attentions or None)
+Predict = Callable[[dict[str, torch.Tensor]], tuple[list[torch.Tensor], Any]]
 
 
 def output_streams(out: Any, want_hidden: bool, length: int) -> list[torch.Tensor]:

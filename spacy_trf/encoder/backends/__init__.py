@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..streams import output_streams
+from ..streams import Predict, output_streams
 from . import auto
 from .bf16 import bf16_autocast
 from .compile import CompileCalls, compile_model
@@ -33,8 +33,6 @@ from .int8 import quantize_int8
 from .onnx import ONNX_FILE, OnnxModel, export_onnx, onnx_session, output_names
 
 INFERENCE_BACKENDS = ("torch", "bf16", "int8", "compile", "onnx", "auto")
-# inputs -> (hidden streams: every layer or only the last, attentions or None)
-Predict = Callable[[dict[str, torch.Tensor]], tuple[list[torch.Tensor], Any]]
 
 __all__ = [
     "INFERENCE_BACKENDS",
@@ -111,7 +109,7 @@ class InferenceBackends:
         """The exported (or saved) ONNX model, if any."""
         return self._onnx
 
-    def select(self, name: str, device: torch.device) -> None:
+    def select(self, name: str) -> None:
         """Switch the backend; converted models of other backends are dropped."""
         self.name = check_backend(name)
         in_use = self._auto.backend if name == "auto" and self._auto is not None else name
@@ -130,8 +128,9 @@ class InferenceBackends:
             self.name = previous
 
     def forget(self) -> None:
-        """Drop the converted model (the weights or the device changed)."""
+        """Drop the converted model and what "auto" chose (the model or the device changed)."""
         self._converted = None
+        self._auto = None
 
     def found_onnx(self, path: Path, version: int) -> None:
         """Note a saved ``model.onnx`` of weights ``version``; it is read now only if used, since
@@ -157,7 +156,7 @@ class InferenceBackends:
     ) -> Predict:
         """A prediction function of the current backend; ``flags`` are the HF forward's."""
         if self.name == "auto":
-            return self._auto_predictor(hf_model, version, flags, autocast, input_names)
+            return self._auto_predictor(hf_model, version, flags, input_names)
         return self._predictor(self.name, hf_model, version, flags, autocast, input_names)
 
     def _predictor(
@@ -182,7 +181,9 @@ class InferenceBackends:
         model, calls = hf_model, None
         if backend == "bf16":
             autocast = bf16_autocast(device)
-        elif backend == "int8":
+        elif backend in ("int8", "compile"):
+            autocast = nullcontext()  # fp32 copies, also under mixed_precision
+        if backend == "int8":
             if device.type != "cpu":
                 raise ValueError(
                     'inference = "int8" (dynamic quantization) runs on CPU only; on a GPU use '
@@ -207,31 +208,28 @@ class InferenceBackends:
         hf_model: torch.nn.Module,
         version: int,
         flags: dict[str, bool],
-        autocast: AbstractContextManager,
         input_names: tuple[str, ...],
     ) -> Predict:
         """The chosen backend's prediction function; before the choice is made, one that makes
-        it on its first batch."""
-        device = next(hf_model.parameters()).device
-        key = auto.machine_key(hf_model, device, bool(flags.get("output_hidden_states")))
+        it on its first batch. Candidates run without the caller's autocast: "torch" is fp32."""
 
         def build(backend: str) -> Predict:
-            return self._predictor(backend, hf_model, version, flags, autocast, input_names)
+            return self._predictor(backend, hf_model, version, flags, nullcontext(), input_names)
 
-        known = self._auto
-        if known is not None and known.key == key:
-            return build(known.backend)
+        if self._auto is not None:
+            return build(self._auto.backend)
+        device = next(hf_model.parameters()).device
+        head = getattr(hf_model, "base_model", hf_model) is not hf_model
 
         def predict(inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
             with self._choosing:
-                if self._auto is None or self._auto.key != key:
+                if self._auto is None:
+                    key = auto.machine_key(hf_model, device, flags)
                     runs = {name: _lazy(build, name) for name in auto.candidates(device)}
-                    self._auto = auto.choose(key, runs, inputs, auto.cache_dir())
-                    if (
-                        self._converted is not None
-                        and self._converted.backend != self._auto.backend
-                    ):
-                        self._converted = None  # a candidate's copy that was not chosen
+                    self._auto = auto.choose(key, runs, inputs, head)
+                    with self._lock:  # free a candidate's copy that was not chosen
+                        if self._converted and self._converted.backend != self._auto.backend:
+                            self._converted = None
                 chosen = self._auto.backend
             return build(chosen)(inputs)
 
