@@ -1,12 +1,14 @@
 """Recording benchmark results: rows merged into a JSON list file, safely and atomically."""
 
 import fcntl
-import functools
 import json
-import platform
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
+
+from spacy_trf.encoder.backends.auto import cpu_name
+
+__all__ = ["cpu_flags", "cpu_name", "merge_rows"]
 
 
 def merge_rows(
@@ -25,18 +27,6 @@ def merge_rows(
         tmp.write_text(json.dumps(merged, indent=1) + "\n")
         tmp.replace(path)
     return merged
-
-
-@functools.cache
-def cpu_name() -> str:
-    """The CPU's model name, for the device column of results."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
