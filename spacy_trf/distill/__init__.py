@@ -1,0 +1,10 @@
+"""Distillation: a transformer teacher pipeline into a fast student (issue 22, in progress).
+
+``losses.py`` has the soft-target loss; ``tokens.py`` one update of a token classifier towards a
+teacher's distributions.
+"""
+
+from .losses import soft_target_loss, soften
+from .tokens import TOKEN_CLASSIFIERS, distill_update, teacher_scores
+
+__all__ = ["TOKEN_CLASSIFIERS", "distill_update", "soft_target_loss", "soften", "teacher_scores"]

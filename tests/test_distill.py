@@ -1,0 +1,107 @@
+"""Distillation (spacy_trf/distill): the soft-target loss and its gradient, and a CNN student
+tagger learning a trf teacher's tags from unlabelled text."""
+
+import numpy as np
+import pytest
+import spacy
+import torch
+from spacy.training import Example
+from thinc.api import Adam, fix_random_seed
+
+from spacy_trf.distill import distill_update, soft_target_loss, soften, teacher_scores
+
+from .conftest import make_nlp
+from .test_training import DATA, TEXTS
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_soft_target_loss_is_t2_kl_with_the_gradient_of_the_student_logits(
+    temperature: float,
+) -> None:
+    rng = np.random.default_rng(0)
+    z, t = rng.normal(size=(7, 5)) * 3, rng.normal(size=(7, 5)) * 3
+    loss, grad = soft_target_loss(softmax(z), softmax(t), temperature)
+    logits = torch.tensor(z, requires_grad=True)
+    p = torch.softmax(torch.tensor(t) / temperature, -1)
+    kl = (p * (p.log() - torch.log_softmax(logits / temperature, -1))).sum() * temperature**2
+    kl.backward()
+    assert loss == pytest.approx(kl.item(), rel=1e-6)
+    np.testing.assert_allclose(grad, logits.grad.numpy(), rtol=1e-4, atol=1e-6)
+    # softer with T: the targets' entropy grows
+    assert (soften(softmax(t), temperature).max(-1) <= softmax(t).max(-1) + 1e-9).all()
+    assert soft_target_loss(softmax(t), softmax(t), temperature)[0] == pytest.approx(0, abs=1e-9)
+
+
+def test_soft_target_loss_names_a_label_mismatch_and_a_bad_temperature() -> None:
+    with pytest.raises(ValueError, match="same labels in the same order"):
+        soft_target_loss(np.ones((2, 3)) / 3, np.ones((2, 4)) / 4, 1.0)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        soft_target_loss(np.ones((2, 3)) / 3, np.ones((2, 3)) / 3, 0.0)
+
+
+def teacher_tagger(model_dir: str) -> spacy.Language:
+    """A tiny trf + tagger, trained until it tags DATA's sentences right."""
+    fix_random_seed(0)
+    nlp = make_nlp(model_dir)
+    nlp.add_pipe("tagger")
+    egs = [Example.from_dict(nlp.make_doc(text), {"tags": ann["tags"]}) for text, ann in DATA]
+    optimizer = nlp.initialize(lambda: egs)
+    optimizer.learn_rate = 0.01
+    for _ in range(40):
+        nlp.update(egs, sgd=optimizer, drop=0.0)
+    return nlp
+
+
+def cnn_student(labels: tuple[str, ...]) -> spacy.Language:
+    """spaCy's own CNN tagger (HashEmbedCNN tok2vec inside), initialized with the teacher's
+    labels in the teacher's order and no annotated data."""
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("tagger")
+    nlp.config["initialize"]["components"]["tagger"] = {"labels": list(labels)}
+    nlp.initialize(lambda: [Example(nlp.make_doc(t), nlp.make_doc(t)) for t in TEXTS])
+    assert nlp.get_pipe("tagger").labels == labels
+    return nlp
+
+
+def test_a_cnn_student_learns_the_teachers_tags_from_unlabelled_text(
+    model_dirs: dict[str, str],
+) -> None:
+    teacher = teacher_tagger(model_dirs["roberta"])
+    taught = [[t.tag_ for t in doc] for doc in teacher.pipe(TEXTS)]
+    assert taught == [ann["tags"] for _, ann in DATA]
+    student = cnn_student(teacher.get_pipe("tagger").labels)
+    tagger = student.get_pipe("tagger")
+    docs = list(teacher.pipe(TEXTS, disable=["tagger"]))  # unlabelled: only the teacher's scores
+    targets = teacher_scores(teacher.get_pipe("tagger"), docs)
+    optimizer = Adam(0.01)
+    losses = []
+    for _ in range(60):
+        student_docs = list(student.pipe(TEXTS, disable=["tagger"]))
+        losses.append(distill_update(tagger, student_docs, targets, temperature=2.0))
+        tagger.finish_update(optimizer)
+    assert losses[-1] < 0.1 * losses[0]
+    learned = [[t.tag_ for t in doc] for doc in student.pipe(TEXTS)]
+    pairs = zip(sum(learned, []), sum(taught, []), strict=True)
+    agree = np.mean([a == b for a, b in pairs])
+    assert agree >= 0.9
+
+
+def test_gold_mixes_in_and_a_label_mismatch_is_named(model_dirs: dict[str, str]) -> None:
+    student = cnn_student(("NOUN", "VERB"))
+    tagger = student.get_pipe("tagger")
+    docs = list(student.pipe(TEXTS[:1], disable=["tagger"]))
+    with pytest.raises(
+        ValueError, match="'tagger': the teacher scores 3 labels, the student has 2"
+    ):
+        distill_update(tagger, docs, [np.full((len(docs[0]), 3), 1 / 3, dtype="f")])
+    uniform = [np.full((len(docs[0]), 2), 0.5, dtype="f")]
+    gold = [Example.from_dict(docs[0], {"tags": ["NOUN"] * len(docs[0])})]
+    soft_only = distill_update(tagger, docs, uniform)
+    mixed = distill_update(tagger, docs, uniform, alpha=0.5, gold=gold)
+    assert mixed != soft_only and mixed > 0
