@@ -9,6 +9,7 @@ from spacy.training import Example
 from thinc.api import Adam, fix_random_seed
 
 from spacy_trf.distill import distill_update, soft_target_loss, soften, teacher_scores
+from spacy_trf.distill.student import student_config
 
 from .conftest import make_nlp
 from .test_training import DATA, TEXTS
@@ -105,3 +106,34 @@ def test_gold_mixes_in_and_a_label_mismatch_is_named(model_dirs: dict[str, str])
     soft_only = distill_update(tagger, docs, uniform)
     mixed = distill_update(tagger, docs, uniform, alpha=0.5, gold=gold)
     assert mixed != soft_only and mixed > 0
+
+
+def test_the_student_config_is_spacys_cnn_pipeline_with_the_teachers_labels(
+    model_dirs: dict[str, str],
+) -> None:
+    from spacy.util import load_model_from_config
+    from thinc.api import Config
+
+    teacher = teacher_tagger(model_dirs["roberta"])
+    teacher.add_pipe("ner")
+    teacher.get_pipe("ner").add_label("ORG")
+    teacher.get_pipe("ner").add_label("GPE")
+    config = Config().from_str(student_config(teacher).to_str())  # survives the file format
+    assert list(config["components"]) == ["tok2vec", "tagger", "ner"]
+    tok2vec = config["components"]["tok2vec"]["model"]
+    assert tok2vec["@architectures"] == "spacy.Tok2Vec.v2"
+    assert tok2vec["embed"]["@architectures"] == "spacy.MultiHashEmbed.v2"
+    student = load_model_from_config(config, auto_fill=True, validate=True)
+    student.initialize(lambda: [Example(student.make_doc(t), student.make_doc(t)) for t in TEXTS])
+    assert student.get_pipe("tagger").labels == teacher.get_pipe("tagger").labels
+    assert student.get_pipe("ner").labels == teacher.get_pipe("ner").labels
+    assert "trf" not in student.pipe_names
+
+
+def test_a_teacher_without_distillable_components_is_refused(model_dirs: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="no component to distil"):
+        student_config(make_nlp(model_dirs["roberta"]))
+    teacher = make_nlp(model_dirs["roberta"])
+    teacher.add_pipe("tagger", name="pos")
+    with pytest.raises(ValueError, match="'pos' \\(factory 'tagger'\\) cannot be distilled"):
+        student_config(teacher)
