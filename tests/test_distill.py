@@ -1,6 +1,10 @@
 """Distillation (spacy_trf/distill): the soft-target loss and its gradient, and a CNN student
 tagger learning a trf teacher's tags from unlabelled text."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import spacy
@@ -10,9 +14,21 @@ from thinc.api import Adam, fix_random_seed
 
 from spacy_trf.distill import distill_update, soft_target_loss, soften, teacher_scores
 from spacy_trf.distill.student import student_config
+from spacy_trf.distill.teach import annotate, distilling
 
 from .conftest import make_nlp
 from .test_training import DATA, TEXTS
+
+# As if spacy-trf were not installed: not importable, and its entry points gone.
+NO_SPACY_TRF = (
+    "import sys, importlib.metadata as md; sys.modules['spacy_trf'] = None; "
+    "keep = lambda eps: md.EntryPoints(e for e in eps if not e.value.startswith('spacy_trf')); "
+    "every = md.entry_points(); "
+    "every = type(every)({g: keep(e) for g, e in every.items()}) "
+    "if hasattr(every, 'items') else keep(every); "
+    "md.entry_points = lambda **kw: keep(every.select(**kw)) if kw else every; "
+    "import spacy; "
+)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -137,3 +153,43 @@ def test_a_teacher_without_distillable_components_is_refused(model_dirs: dict[st
     teacher.add_pipe("tagger", name="pos")
     with pytest.raises(ValueError, match="'pos' \\(factory 'tagger'\\) cannot be distilled"):
         student_config(teacher)
+
+
+def test_distilling_inside_spacys_update_and_the_student_loads_without_spacy_trf(
+    model_dirs: dict[str, str], tmp_path: Path
+) -> None:
+    from spacy.util import load_model_from_config
+
+    teacher = teacher_tagger(model_dirs["roberta"])
+    fix_random_seed(0)
+    student = load_model_from_config(student_config(teacher), auto_fill=True, validate=True)
+    raw = [Example(student.make_doc(t), student.make_doc(t)) for t in TEXTS]
+    student.initialize(lambda: raw)
+    examples = annotate(teacher, raw, gold=False)
+    assert [t.tag_ for t in examples[0].reference] == DATA[0][1]["tags"]  # silver = the teacher's
+    optimizer = student.resume_training()
+    optimizer.learn_rate = 0.01
+    with distilling(student, temperature=2.0, alpha=0.5):
+        losses = [student.update(examples, sgd=optimizer)["tagger"] for _ in range(50)]
+    assert "update" not in vars(student.get_pipe("tagger"))  # the class's own update again
+    assert losses[-1] < 0.2 * losses[0]
+    taught = [t.tag_ for doc in teacher.pipe(TEXTS) for t in doc]
+    learned = [t.tag_ for doc in student.pipe(TEXTS) for t in doc]
+    assert np.mean([a == b for a, b in zip(learned, taught, strict=True)]) >= 0.9
+    student.to_disk(tmp_path / "student")
+    script = NO_SPACY_TRF + (
+        f"nlp = spacy.load({str(tmp_path / 'student')!r}); "
+        f"print([t.tag_ for t in nlp({TEXTS[0]!r})])"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str([t.tag_ for t in student(TEXTS[0])])
+
+
+def test_teacher_and_student_must_tokenize_alike(model_dirs: dict[str, str]) -> None:
+    teacher = teacher_tagger(model_dirs["roberta"])
+    student = spacy.blank("en")
+    student.tokenizer.add_special_case("Apple", [{"ORTH": "App"}, {"ORTH": "le"}])
+    raw = [Example(student.make_doc(t), student.make_doc(t)) for t in TEXTS]
+    with pytest.raises(ValueError, match="tokenize 'Apple buys a startup in London .' differently"):
+        annotate(teacher, raw, gold=False)

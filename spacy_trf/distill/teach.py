@@ -1,0 +1,101 @@
+"""The teacher's side of a distillation step: annotate the student's examples with the teacher's
+predictions, and let the student's token classifiers learn from its scores inside spaCy's own
+``nlp.update`` and training loop.
+
+Raw text becomes examples whose reference doc is the teacher's annotated doc (silver labels for
+the components that learn from annotations); gold examples keep their reference. Either way the
+token classifiers' teacher scores ride along in ``reference.user_data``.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.training import Example
+
+from .tokens import TOKEN_CLASSIFIERS, distill_update, teacher_scores
+
+SCORES = "spacy_trf.teacher_scores:"  # + component name: user_data key of (n_tokens, n_labels)
+GOLD = "spacy_trf.gold"  # user_data key: whether the reference holds gold annotations
+
+
+def annotate(teacher: Language, examples: Sequence[Example], gold: bool) -> list[Example]:
+    """``examples`` with the teacher's scores (and, unless ``gold``, its annotations as the
+    reference); raises if the teacher tokenizes a text differently from the student."""
+    names = [n for n in teacher.pipe_names if teacher.get_pipe_meta(n).factory in TOKEN_CLASSIFIERS]
+    docs = list(teacher.pipe((eg.predicted.text for eg in examples), disable=names))
+    scores = {name: teacher_scores(_trainable(teacher, name), docs) for name in names}
+    annotated = list(teacher.pipe(docs, disable=[n for n in teacher.pipe_names if n not in names]))
+    out = []
+    for i, (eg, doc) in enumerate(zip(examples, annotated, strict=True)):
+        words = [t.text for t in eg.predicted]
+        if [t.text for t in doc] != words:
+            raise ValueError(
+                f"The teacher and the student tokenize {eg.predicted.text[:60]!r} differently: "
+                "they must share the tokenizer (use the teacher's language and tokenizer "
+                "settings in the student's [nlp] block)."
+            )
+        reference = eg.reference if gold else doc
+        reference.user_data[GOLD] = gold
+        for name in names:
+            reference.user_data[SCORES + name] = scores[name][i]
+        out.append(Example(eg.predicted, reference))
+    return out
+
+
+@contextmanager
+def distilling(student: Language, temperature: float, alpha: float) -> Iterator[None]:
+    """Inside the block, the student's token classifiers update towards the teacher's scores on
+    examples that carry them (``annotate``): the soft-target loss, mixed with the gold loss by
+    ``alpha`` on gold examples. Other components and examples update as usual."""
+    patched = []
+    for name, proc in student.pipeline:
+        if student.get_pipe_meta(name).factory in TOKEN_CLASSIFIERS:
+            assert isinstance(proc, TrainablePipe)
+            proc.update = _soft_update(proc, proc.update, temperature, alpha)
+            patched.append(proc)
+    try:
+        yield
+    finally:
+        for proc in patched:
+            del proc.update  # back to the class's method
+
+
+def _soft_update(proc: TrainablePipe, update: Any, temperature: float, alpha: float) -> Any:
+    def soft_update(
+        examples: Sequence[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Any = None,
+        losses: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, float]:
+        targets = [eg.reference.user_data.get(SCORES + proc.name) for eg in examples]
+        if any(t is None for t in targets):
+            return update(examples, drop=drop, sgd=sgd, losses=losses, **kwargs)
+        losses = {} if losses is None else losses
+        gold = [eg for eg in examples if eg.reference.user_data.get(GOLD)]
+        loss = distill_update(
+            proc,
+            [eg.predicted for eg in examples],
+            [np.asarray(t) for t in targets],
+            temperature=temperature,
+            alpha=alpha if len(gold) == len(examples) else 0.0,
+            gold=gold or None,
+            drop=drop,
+        )
+        if sgd not in (None, False):
+            proc.finish_update(sgd)
+        losses[proc.name] = losses.get(proc.name, 0.0) + loss
+        return losses
+
+    return soft_update
+
+
+def _trainable(nlp: Language, name: str) -> TrainablePipe:
+    pipe = nlp.get_pipe(name)
+    assert isinstance(pipe, TrainablePipe)
+    return pipe
