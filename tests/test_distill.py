@@ -18,6 +18,7 @@ from spacy_trf.distill.teach import annotate, distilling
 
 from .conftest import make_nlp
 from .test_training import DATA, TEXTS
+from .test_training import tagger as tagger_config
 
 # As if spacy-trf were not installed: not importable, and its entry points gone.
 NO_SPACY_TRF = (
@@ -61,15 +62,20 @@ def test_soft_target_loss_names_a_label_mismatch_and_a_bad_temperature() -> None
         soft_target_loss(np.ones((2, 3)) / 3, np.ones((2, 3)) / 3, 0.0)
 
 
+@pytest.fixture(scope="module")
+def teacher(model_dirs: dict[str, str]) -> spacy.Language:
+    return teacher_tagger(model_dirs["roberta"])
+
+
 def teacher_tagger(model_dir: str) -> spacy.Language:
-    """A tiny trf + tagger, trained until it tags DATA's sentences right."""
+    """A tiny trf + a tagger listening to it, trained until it tags DATA's sentences right."""
     fix_random_seed(0)
     nlp = make_nlp(model_dir)
-    nlp.add_pipe("tagger")
+    nlp.add_pipe("tagger", config=tagger_config())
     egs = [Example.from_dict(nlp.make_doc(text), {"tags": ann["tags"]}) for text, ann in DATA]
     optimizer = nlp.initialize(lambda: egs)
     optimizer.learn_rate = 0.01
-    for _ in range(40):
+    for _ in range(60):
         nlp.update(egs, sgd=optimizer, drop=0.0)
     return nlp
 
@@ -87,15 +93,15 @@ def cnn_student(labels: tuple[str, ...]) -> spacy.Language:
 
 
 def test_a_cnn_student_learns_the_teachers_tags_from_unlabelled_text(
-    model_dirs: dict[str, str],
+    teacher: spacy.Language,
 ) -> None:
-    teacher = teacher_tagger(model_dirs["roberta"])
     taught = [[t.tag_ for t in doc] for doc in teacher.pipe(TEXTS)]
     assert taught == [ann["tags"] for _, ann in DATA]
     student = cnn_student(teacher.get_pipe("tagger").labels)
     tagger = student.get_pipe("tagger")
     docs = list(teacher.pipe(TEXTS, disable=["tagger"]))  # unlabelled: only the teacher's scores
     targets = teacher_scores(teacher.get_pipe("tagger"), docs)
+    np.testing.assert_allclose([t.sum(1) for t in targets][0], 1.0, rtol=1e-5)  # distributions
     optimizer = Adam(0.01)
     losses = []
     for _ in range(60):
@@ -109,7 +115,7 @@ def test_a_cnn_student_learns_the_teachers_tags_from_unlabelled_text(
     assert agree >= 0.9
 
 
-def test_gold_mixes_in_and_a_label_mismatch_is_named(model_dirs: dict[str, str]) -> None:
+def test_gold_mixes_in_and_a_label_mismatch_is_named() -> None:
     student = cnn_student(("NOUN", "VERB"))
     tagger = student.get_pipe("tagger")
     docs = list(student.pipe(TEXTS[:1], disable=["tagger"]))
@@ -119,13 +125,17 @@ def test_gold_mixes_in_and_a_label_mismatch_is_named(model_dirs: dict[str, str])
         distill_update(tagger, docs, [np.full((len(docs[0]), 3), 1 / 3, dtype="f")])
     uniform = [np.full((len(docs[0]), 2), 0.5, dtype="f")]
     gold = [Example.from_dict(docs[0], {"tags": ["NOUN"] * len(docs[0])})]
-    soft_only = distill_update(tagger, docs, uniform)
-    mixed = distill_update(tagger, docs, uniform, alpha=0.5, gold=gold)
-    assert mixed != soft_only and mixed > 0
+    # alpha weighs the component's own gold loss against the soft-target loss
+    scores, _ = tagger.model.begin_update(docs)  # no step is taken: the weights stay
+    gold_loss, _ = tagger.get_loss(gold, scores)
+    soft_loss = distill_update(tagger, docs, uniform)
+    assert distill_update(tagger, docs, uniform, alpha=1.0, gold=gold) == pytest.approx(gold_loss)
+    mixed = distill_update(tagger, docs, uniform, alpha=0.25, gold=gold)
+    assert mixed == pytest.approx(0.25 * gold_loss + 0.75 * soft_loss, rel=1e-5)
 
 
 def test_the_student_config_is_spacys_cnn_pipeline_with_the_teachers_labels(
-    model_dirs: dict[str, str],
+    model_dirs: dict[str, str], tmp_path: Path
 ) -> None:
     from spacy.util import load_model_from_config
     from thinc.api import Config
@@ -134,8 +144,11 @@ def test_the_student_config_is_spacys_cnn_pipeline_with_the_teachers_labels(
     teacher.add_pipe("ner")
     teacher.get_pipe("ner").add_label("ORG")
     teacher.get_pipe("ner").add_label("GPE")
-    config = Config().from_str(student_config(teacher).to_str())  # survives the file format
-    assert list(config["components"]) == ["tok2vec", "tagger", "ner"]
+    morph = teacher.add_pipe("morphologizer")
+    morph.add_label("Number=Sing|POS=NOUN")
+    teacher.add_pipe("senter")
+    config = Config().from_str(student_config(teacher, tmp_path).to_str())  # as a file holds it
+    assert list(config["components"]) == ["tok2vec", "tagger", "ner", "morphologizer", "senter"]
     tok2vec = config["components"]["tok2vec"]["model"]
     assert tok2vec["@architectures"] == "spacy.Tok2Vec.v2"
     assert tok2vec["embed"]["@architectures"] == "spacy.MultiHashEmbed.v2"
@@ -143,26 +156,29 @@ def test_the_student_config_is_spacys_cnn_pipeline_with_the_teachers_labels(
     student.initialize(lambda: [Example(student.make_doc(t), student.make_doc(t)) for t in TEXTS])
     assert student.get_pipe("tagger").labels == teacher.get_pipe("tagger").labels
     assert student.get_pipe("ner").labels == teacher.get_pipe("ner").labels
+    assert student.get_pipe("morphologizer").labels == teacher.get_pipe("morphologizer").labels
     assert "trf" not in student.pipe_names
 
 
-def test_a_teacher_without_distillable_components_is_refused(model_dirs: dict[str, str]) -> None:
+def test_a_teacher_without_distillable_components_is_refused(
+    model_dirs: dict[str, str], tmp_path: Path
+) -> None:
     with pytest.raises(ValueError, match="no component to distil"):
-        student_config(make_nlp(model_dirs["roberta"]))
+        student_config(make_nlp(model_dirs["roberta"]), tmp_path)
     teacher = make_nlp(model_dirs["roberta"])
     teacher.add_pipe("tagger", name="pos")
     with pytest.raises(ValueError, match="'pos' \\(factory 'tagger'\\) cannot be distilled"):
-        student_config(teacher)
+        student_config(teacher, tmp_path)
 
 
 def test_distilling_inside_spacys_update_and_the_student_loads_without_spacy_trf(
-    model_dirs: dict[str, str], tmp_path: Path
+    teacher: spacy.Language, tmp_path: Path
 ) -> None:
     from spacy.util import load_model_from_config
 
-    teacher = teacher_tagger(model_dirs["roberta"])
     fix_random_seed(0)
-    student = load_model_from_config(student_config(teacher), auto_fill=True, validate=True)
+    config = student_config(teacher, tmp_path / "labels")
+    student = load_model_from_config(config, auto_fill=True, validate=True)
     raw = [Example(student.make_doc(t), student.make_doc(t)) for t in TEXTS]
     student.initialize(lambda: raw)
     examples = annotate(teacher, raw, gold=False)
@@ -171,6 +187,8 @@ def test_distilling_inside_spacys_update_and_the_student_loads_without_spacy_trf
     optimizer.learn_rate = 0.01
     with distilling(student, temperature=2.0, alpha=0.5):
         losses = [student.update(examples, sgd=optimizer)["tagger"] for _ in range(50)]
+    with pytest.raises(ValueError, match="alpha in \\[0, 1\\]"), distilling(student, 1.0, 2.0):
+        pass
     assert "update" not in vars(student.get_pipe("tagger"))  # the class's own update again
     assert losses[-1] < 0.2 * losses[0]
     taught = [t.tag_ for doc in teacher.pipe(TEXTS) for t in doc]
@@ -186,8 +204,7 @@ def test_distilling_inside_spacys_update_and_the_student_loads_without_spacy_trf
     assert done.stdout.strip() == str([t.tag_ for t in student(TEXTS[0])])
 
 
-def test_teacher_and_student_must_tokenize_alike(model_dirs: dict[str, str]) -> None:
-    teacher = teacher_tagger(model_dirs["roberta"])
+def test_teacher_and_student_must_tokenize_alike(teacher: spacy.Language) -> None:
     student = spacy.blank("en")
     student.tokenizer.add_special_case("Apple", [{"ORTH": "App"}, {"ORTH": "le"}])
     raw = [Example(student.make_doc(t), student.make_doc(t)) for t in TEXTS]

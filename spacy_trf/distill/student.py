@@ -2,8 +2,10 @@
 shared by listeners, from ``spacy init config --optimize efficiency``) for the teacher's
 trainable components, initialized with the teacher's labels in the teacher's order."""
 
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
+import srsly
 from spacy.cli.init_config import init_config
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
@@ -33,7 +35,7 @@ def teacher_components(teacher: Language) -> list[str]:
             raise ValueError(
                 f"The teacher's component '{name}' (factory '{factory}') cannot be distilled: a "
                 "student learns components named as their factory, one of "
-                f"{', '.join(DISTILLABLE)}."
+                f"{', '.join(DISTILLABLE)} (rename it with nlp.rename_pipe)."
             )
         names.append(name)
     if not names:
@@ -43,17 +45,23 @@ def teacher_components(teacher: Language) -> list[str]:
     return names
 
 
-def student_config(teacher: Language) -> Config:
-    """A complete training config for a CNN student of ``teacher`` (paths left to fill in)."""
+def student_config(teacher: Language, labels_dir: Path) -> Config:
+    """A complete training config for a CNN student of ``teacher`` (paths left to fill in); the
+    teacher's labels are written to ``labels_dir`` as ``spacy init labels`` does, and read by
+    ``spacy.read_labels.v1`` at initialization."""
     names = teacher_components(teacher)
     config = init_config(
         lang=teacher.lang or "xx", pipeline=names, optimize="efficiency", gpu=False, silent=True
     )
     init: dict[str, Any] = config["initialize"].setdefault("components", {})
+    labels_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
-        pipe = teacher.get_pipe(name)
-        assert isinstance(pipe, TrainablePipe)
-        init[name] = {"labels": _plain(pipe.label_data)}
+        label_data = cast(TrainablePipe, teacher.get_pipe(name)).label_data
+        if label_data is None:  # senter: no labels to give
+            continue
+        path = labels_dir / f"{name}.json"
+        srsly.write_json(path, _plain(label_data))
+        init[name] = {"labels": {"@readers": "spacy.read_labels.v1", "path": str(path)}}
     return config
 
 

@@ -19,29 +19,31 @@ from spacy.training import Example
 from .tokens import TOKEN_CLASSIFIERS, distill_update, teacher_scores
 
 SCORES = "spacy_trf.teacher_scores:"  # + component name: user_data key of (n_tokens, n_labels)
+LABELS = "spacy_trf.teacher_labels:"  # + component name: the teacher's labels, in its order
 GOLD = "spacy_trf.gold"  # user_data key: whether the reference holds gold annotations
 
 
 def annotate(teacher: Language, examples: Sequence[Example], gold: bool) -> list[Example]:
-    """``examples`` with the teacher's scores (and, unless ``gold``, its annotations as the
-    reference); raises if the teacher tokenizes a text differently from the student."""
+    """``examples`` with the teacher's scores and labels (and, unless ``gold``, its annotated doc
+    as the reference); raises if the teacher tokenizes a text differently from the student."""
     names = [n for n in teacher.pipe_names if teacher.get_pipe_meta(n).factory in TOKEN_CLASSIFIERS]
-    docs = list(teacher.pipe((eg.predicted.text for eg in examples), disable=names))
+    docs = list(teacher.pipe(eg.predicted.text for eg in examples))
     scores = {name: teacher_scores(_trainable(teacher, name), docs) for name in names}
-    annotated = list(teacher.pipe(docs, disable=[n for n in teacher.pipe_names if n not in names]))
     out = []
-    for i, (eg, doc) in enumerate(zip(examples, annotated, strict=True)):
-        words = [t.text for t in eg.predicted]
-        if [t.text for t in doc] != words:
+    for i, (eg, doc) in enumerate(zip(examples, docs, strict=True)):
+        if [t.text for t in doc] != [t.text for t in eg.predicted]:
             raise ValueError(
                 f"The teacher and the student tokenize {eg.predicted.text[:60]!r} differently: "
                 "they must share the tokenizer (use the teacher's language and tokenizer "
                 "settings in the student's [nlp] block)."
             )
+        if doc.has_extension("trf"):
+            doc._.trf = None  # the encoder's outputs are not needed past the scores
         reference = eg.reference if gold else doc
         reference.user_data[GOLD] = gold
         for name in names:
             reference.user_data[SCORES + name] = scores[name][i]
+            reference.user_data[LABELS + name] = tuple(_trainable(teacher, name).labels)
         out.append(Example(eg.predicted, reference))
     return out
 
@@ -51,17 +53,24 @@ def distilling(student: Language, temperature: float, alpha: float) -> Iterator[
     """Inside the block, the student's token classifiers update towards the teacher's scores on
     examples that carry them (``annotate``): the soft-target loss, mixed with the gold loss by
     ``alpha`` on gold examples. Other components and examples update as usual."""
+    if temperature <= 0 or not 0 <= alpha <= 1:
+        raise ValueError(
+            f"temperature must be > 0 and alpha in [0, 1]; got {temperature}, {alpha}."
+        )
     patched = []
     for name, proc in student.pipeline:
         if student.get_pipe_meta(name).factory in TOKEN_CLASSIFIERS:
-            assert isinstance(proc, TrainablePipe)
+            proc = _trainable(student, name)
+            patched.append((proc, vars(proc).get("update")))
             proc.update = _soft_update(proc, proc.update, temperature, alpha)
-            patched.append(proc)
     try:
         yield
     finally:
-        for proc in patched:
-            del proc.update  # back to the class's method
+        for proc, before in patched:
+            if before is None:
+                del proc.update  # back to the class's method
+            else:
+                proc.update = before
 
 
 def _soft_update(proc: TrainablePipe, update: Any, temperature: float, alpha: float) -> Any:
@@ -76,6 +85,12 @@ def _soft_update(proc: TrainablePipe, update: Any, temperature: float, alpha: fl
         targets = [eg.reference.user_data.get(SCORES + proc.name) for eg in examples]
         if any(t is None for t in targets):
             return update(examples, drop=drop, sgd=sgd, losses=losses, **kwargs)
+        labels = examples[0].reference.user_data.get(LABELS + proc.name)
+        if labels is not None and tuple(labels) != tuple(proc.labels):
+            raise ValueError(
+                f"'{proc.name}': the student's labels are not the teacher's, in its order: "
+                "initialize the student from its student_config (the teacher's labels)."
+            )
         losses = {} if losses is None else losses
         gold = [eg for eg in examples if eg.reference.user_data.get(GOLD)]
         loss = distill_update(

@@ -15,10 +15,23 @@ from .losses import soft_target_loss
 TOKEN_CLASSIFIERS = ("tagger", "morphologizer", "senter")
 
 
-def teacher_scores(teacher: TrainablePipe, docs: Sequence[Doc]) -> list[np.ndarray]:
+def teacher_scores(
+    teacher: TrainablePipe, docs: Sequence[Doc], batch_size: int = 64
+) -> list[np.ndarray]:
     """The teacher component's per-token distributions over its labels, one array per doc (the
-    docs must have been through the teacher's earlier components, e.g. its trf)."""
-    return [np.asarray(s, dtype=np.float32) for s in teacher.model.predict(list(docs))]
+    docs must have been through the teacher's pipeline, so that its listeners find ``doc._.trf``).
+    spaCy's taggers predict logits (``normalize = false``): they are softmaxed here."""
+    normalized = all(node.attrs.get("softmax_normalize", True) for node in teacher.model.walk())
+    out: list[np.ndarray] = []
+    for start in range(0, len(docs), batch_size):
+        batch = list(docs[start : start + batch_size])
+        for scores in teacher.model.predict(batch):
+            s = np.asarray(teacher.model.ops.to_numpy(scores), dtype=np.float32)
+            if not normalized and len(s):
+                s = np.exp(s - s.max(axis=1, keepdims=True))
+                s /= s.sum(axis=1, keepdims=True)
+            out.append(s)
+    return out
 
 
 def distill_update(
