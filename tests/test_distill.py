@@ -132,6 +132,12 @@ def test_gold_mixes_in_and_a_label_mismatch_is_named() -> None:
     assert distill_update(tagger, docs, uniform, alpha=1.0, gold=gold) == pytest.approx(gold_loss)
     mixed = distill_update(tagger, docs, uniform, alpha=0.25, gold=gold)
     assert mixed == pytest.approx(0.25 * gold_loss + 0.75 * soft_loss, rel=1e-5)
+    # a batch of a gold doc and a raw one: alpha acts on the gold doc only
+    two = list(student.pipe(TEXTS[:2], disable=["tagger"]))
+    targets = [np.full((len(d), 2), 0.5, dtype="f") for d in two]
+    raw_soft = distill_update(tagger, two[1:], targets[1:])
+    both = distill_update(tagger, two, targets, alpha=1.0, gold=[gold[0], None])
+    assert both == pytest.approx(gold_loss + raw_soft, rel=1e-5)
 
 
 def test_the_student_config_is_spacys_cnn_pipeline_with_the_teachers_labels(

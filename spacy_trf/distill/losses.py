@@ -22,11 +22,15 @@ def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def soft_target_loss(
-    student: np.ndarray, teacher: np.ndarray, temperature: float
+    student: np.ndarray,
+    teacher: np.ndarray,
+    temperature: float,
+    weights: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
-    """T² · KL(teacher_T ‖ student_T) summed over rows, and its gradient with respect to the
-    student's logits, T · (student_T − teacher_T); ``student`` and ``teacher`` are (rows,
-    classes) probabilities. T² keeps the gradients' scale independent of T."""
+    """T² · KL(teacher_T ‖ student_T) summed over rows (weighted by ``weights`` if given), and
+    the gradient of the unweighted loss with respect to the student's logits, T · (student_T −
+    teacher_T); ``student`` and ``teacher`` are (rows, classes) probabilities. T² keeps the
+    gradients' scale independent of T."""
     if student.shape != teacher.shape:
         raise ValueError(
             f"The student's scores have shape {student.shape} but the teacher's {teacher.shape}: "
@@ -36,6 +40,7 @@ def soft_target_loss(
         raise ValueError(f"temperature must be > 0; got {temperature}.")
     q = soften(np.asarray(student, dtype=np.float64), temperature)
     p = soften(np.asarray(teacher, dtype=np.float64), temperature)
-    kl = (p * (np.log(np.clip(p, EPS, None)) - np.log(np.clip(q, EPS, None)))).sum()
+    kl = (p * (np.log(np.clip(p, EPS, None)) - np.log(np.clip(q, EPS, None)))).sum(axis=-1)
+    total = kl.sum() if weights is None else (kl * weights).sum()
     grad = temperature * (q - p)
-    return float(temperature**2 * kl), grad.astype(np.float32)
+    return float(temperature**2 * total), grad.astype(np.float32)

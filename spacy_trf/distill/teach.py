@@ -52,7 +52,7 @@ def annotate(teacher: Language, examples: Sequence[Example], gold: bool) -> list
 def distilling(student: Language, temperature: float, alpha: float) -> Iterator[None]:
     """Inside the block, the student's token classifiers update towards the teacher's scores on
     examples that carry them (``annotate``): the soft-target loss, mixed with the gold loss by
-    ``alpha`` on gold examples. Other components and examples update as usual."""
+    ``alpha`` on the gold ones. Other components and examples update as usual."""
     if temperature <= 0 or not 0 <= alpha <= 1:
         raise ValueError(
             f"temperature must be > 0 and alpha in [0, 1]; got {temperature}, {alpha}."
@@ -92,14 +92,14 @@ def _soft_update(proc: TrainablePipe, update: Any, temperature: float, alpha: fl
                 "initialize the student from its student_config (the teacher's labels)."
             )
         losses = {} if losses is None else losses
-        gold = [eg for eg in examples if eg.reference.user_data.get(GOLD)]
+        gold = [eg if eg.reference.user_data.get(GOLD) else None for eg in examples]
         loss = distill_update(
             proc,
             [eg.predicted for eg in examples],
             [np.asarray(t) for t in targets],
             temperature=temperature,
-            alpha=alpha if len(gold) == len(examples) else 0.0,
-            gold=gold or None,
+            alpha=alpha,
+            gold=gold,
             drop=drop,
         )
         if sgd not in (None, False):

@@ -3,6 +3,7 @@ distributions learn the teacher's at a temperature, mixed with the gold loss whe
 """
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 from spacy.pipeline import TrainablePipe
@@ -41,29 +42,40 @@ def distill_update(
     *,
     temperature: float = 1.0,
     alpha: float = 0.0,
-    gold: Sequence[Example] | None = None,
+    gold: Sequence[Example | None] | None = None,
     drop: float = 0.0,
 ) -> float:
-    """One backward pass of ``student`` on ``docs`` towards the teacher's ``targets``; with
-    ``gold`` (examples of the same docs) the loss is ``alpha`` times the gold loss plus
-    ``1 - alpha`` times the soft-target loss. Returns the loss; the caller steps the optimizer.
-    """
+    """One backward pass of ``student`` on ``docs`` towards the teacher's ``targets``. Where
+    ``gold`` holds an example for a doc (same order as ``docs``; ``None``: no gold for it), that
+    doc's loss is ``alpha`` times the gold loss plus ``1 - alpha`` times the soft-target loss.
+    Returns the loss; the caller steps the optimizer."""
     check_labels(student, targets)
     if not any(len(doc) for doc in docs):
         return 0.0
     set_dropout_rate(student.model, drop)
     scores, backprop = student.model.begin_update(list(docs))
+    ops = student.model.ops
     lengths = [len(s) for s in scores]
-    xp = student.model.ops.xp
-    flat = np.concatenate([student.model.ops.to_numpy(s) for s in scores])
-    soft_loss, d_soft = soft_target_loss(flat, np.concatenate(list(targets)), temperature)
-    loss, d_flat = (1 - alpha) * soft_loss, (1 - alpha) * d_soft
-    if gold is not None and alpha > 0:
-        gold_loss, d_gold = student.get_loss(list(gold), scores)
+    with_gold = [i for i, eg in enumerate(gold or []) if eg is not None] if alpha > 0 else []
+    share = np.zeros(len(docs), dtype=np.float32)  # each doc's weight on its gold loss
+    share[with_gold] = alpha
+    rows_share = np.repeat(share, lengths)[:, None]
+    flat = np.concatenate([ops.to_numpy(s) for s in scores])
+    soft_loss, d_flat = soft_target_loss(
+        flat, np.concatenate(list(targets)), temperature, weights=1 - rows_share[:, 0]
+    )
+    loss = soft_loss
+    d_flat = d_flat * (1 - rows_share)
+    if with_gold:
+        assert gold is not None
+        examples = [cast(Example, gold[i]) for i in with_gold]
+        gold_loss, d_gold = student.get_loss(examples, [scores[i] for i in with_gold])
         loss += alpha * gold_loss
-        d_flat = d_flat + alpha * np.concatenate([student.model.ops.to_numpy(d) for d in d_gold])
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        for i, d in zip(with_gold, d_gold, strict=True):
+            d_flat[starts[i] : starts[i + 1]] += alpha * ops.to_numpy(d)
     splits = np.cumsum(lengths)[:-1]
-    backprop([xp.asarray(d, dtype="float32") for d in np.split(d_flat, splits)])
+    backprop([ops.xp.asarray(d, dtype="float32") for d in np.split(d_flat, splits)])
     return float(loss)
 
 
