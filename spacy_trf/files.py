@@ -1,12 +1,29 @@
-"""Writing directories so that no reader, and no failure, ever leaves one half-written."""
+"""Writing files and directories so that no reader, and no failure, ever sees one half-written."""
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 PARTIAL, OLD = ".partial-", ".old-"  # prefixes of the directories beside the target
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    """Let ``write`` fill a temporary file beside ``path``, then move it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600: others on a shared FS read it too
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def replace_dir(

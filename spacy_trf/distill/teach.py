@@ -16,7 +16,7 @@ from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.training import Example
 
-from .tokens import TOKEN_CLASSIFIERS, distill_update, teacher_scores
+from .tokens import distill_update, teacher_scores, token_classifiers
 
 SCORES = "spacy_trf.teacher_scores:"  # + component name: user_data key of (n_tokens, n_labels)
 LABELS = "spacy_trf.teacher_labels:"  # + component name: the teacher's labels, in its order
@@ -26,9 +26,10 @@ GOLD = "spacy_trf.gold"  # user_data key: whether the reference holds gold annot
 def annotate(teacher: Language, examples: Sequence[Example], gold: bool) -> list[Example]:
     """``examples`` with the teacher's scores and labels (and, unless ``gold``, its annotated doc
     as the reference); raises if the teacher tokenizes a text differently from the student."""
-    names = [n for n in teacher.pipe_names if teacher.get_pipe_meta(n).factory in TOKEN_CLASSIFIERS]
+    names = token_classifiers(teacher)
     docs = list(teacher.pipe(eg.predicted.text for eg in examples))
     scores = {name: teacher_scores(_trainable(teacher, name), docs) for name in names}
+    labels = {name: tuple(_trainable(teacher, name).labels) for name in names}
     out = []
     for i, (eg, doc) in enumerate(zip(examples, docs, strict=True)):
         if [t.text for t in doc] != [t.text for t in eg.predicted]:
@@ -43,7 +44,7 @@ def annotate(teacher: Language, examples: Sequence[Example], gold: bool) -> list
         reference.user_data[GOLD] = gold
         for name in names:
             reference.user_data[SCORES + name] = scores[name][i]
-            reference.user_data[LABELS + name] = tuple(_trainable(teacher, name).labels)
+            reference.user_data[LABELS + name] = labels[name]
         out.append(Example(eg.predicted, reference))
     return out
 
@@ -58,11 +59,10 @@ def distilling(student: Language, temperature: float, alpha: float) -> Iterator[
             f"temperature must be > 0 and alpha in [0, 1]; got {temperature}, {alpha}."
         )
     patched = []
-    for name, proc in student.pipeline:
-        if student.get_pipe_meta(name).factory in TOKEN_CLASSIFIERS:
-            proc = _trainable(student, name)
-            patched.append((proc, vars(proc).get("update")))
-            proc.update = _soft_update(proc, proc.update, temperature, alpha)
+    for name in token_classifiers(student):
+        proc = _trainable(student, name)
+        patched.append((proc, vars(proc).get("update")))
+        proc.update = _soft_update(proc, proc.update, temperature, alpha)
     try:
         yield
     finally:

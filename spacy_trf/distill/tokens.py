@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import cast
 
 import numpy as np
+from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
 from spacy.training import Example
@@ -14,6 +15,11 @@ from thinc.api import set_dropout_rate
 from .losses import soft_target_loss
 
 TOKEN_CLASSIFIERS = ("tagger", "morphologizer", "senter")
+
+
+def token_classifiers(nlp: Language) -> list[str]:
+    """The names of ``nlp``'s components that distil as token classifiers."""
+    return [n for n in nlp.pipe_names if nlp.get_pipe_meta(n).factory in TOKEN_CLASSIFIERS]
 
 
 def teacher_scores(
@@ -27,11 +33,9 @@ def teacher_scores(
     for start in range(0, len(docs), batch_size):
         batch = list(docs[start : start + batch_size])
         for scores in teacher.model.predict(batch):
-            s = np.asarray(teacher.model.ops.to_numpy(scores), dtype=np.float32)
-            if not normalized and len(s):
-                s = np.exp(s - s.max(axis=1, keepdims=True))
-                s /= s.sum(axis=1, keepdims=True)
-            out.append(s)
+            if not normalized and len(scores):
+                scores = teacher.model.ops.softmax(scores)
+            out.append(np.asarray(teacher.model.ops.to_numpy(scores), dtype=np.float32))
     return out
 
 

@@ -8,9 +8,6 @@ only with ``keep_trf``), ``jsonl`` (one record per line) or ``parquet`` (the sam
 """
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +16,12 @@ import pyarrow.parquet as pq
 import srsly
 from spacy.tokens import Doc, DocBin
 
+from ..files import write_atomically
+
 FORMATS = ("docbin", "jsonl", "parquet")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 SUFFIX = {"docbin": ".spacy", "jsonl": ".jsonl", "parquet": ".parquet"}
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
-
-
-def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
-    """Let ``write`` fill a temporary file beside ``path``, then move it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600: others on a shared FS read it too
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def shard_file(output: Path, name: str, fmt: str) -> Path:

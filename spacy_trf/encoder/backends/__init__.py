@@ -171,7 +171,7 @@ class InferenceBackends:
         device = next(hf_model.parameters()).device
         want_hidden = bool(flags.get("output_hidden_states"))
         if backend == "onnx":
-            if getattr(hf_model, "base_model", hf_model) is not hf_model:
+            if _has_head(hf_model):
                 raise ValueError(
                     'inference = "onnx" runs bare encoders only (the trf component); for a model '
                     'with a classification head use "torch", "bf16" or "int8".'
@@ -219,14 +219,13 @@ class InferenceBackends:
         if self._auto is not None:
             return build(self._auto.backend)
         device = next(hf_model.parameters()).device
-        head = getattr(hf_model, "base_model", hf_model) is not hf_model
 
         def predict(inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
             with self._choosing:
                 if self._auto is None:
                     key = auto.machine_key(hf_model, device, flags)
                     runs = {name: _lazy(build, name) for name in auto.candidates(device)}
-                    self._auto = auto.choose(key, runs, inputs, head)
+                    self._auto = auto.choose(key, runs, inputs, _has_head(hf_model))
                     with self._lock:  # free a candidate's copy that was not chosen
                         if self._converted and self._converted.backend != self._auto.backend:
                             self._converted = None
@@ -300,3 +299,8 @@ def _lazy(build: Callable[[str], Predict], backend: str) -> Predict:
     """``build(backend)``'s prediction, built at the call (so that a backend this machine cannot
     build fails there, as a candidate that could not run)."""
     return lambda inputs: build(backend)(inputs)
+
+
+def _has_head(hf_model: torch.nn.Module) -> bool:
+    """Whether the model is an encoder with a head (its streams are logits), not a bare one."""
+    return getattr(hf_model, "base_model", hf_model) is not hf_model

@@ -7,11 +7,12 @@ workers) measure one after another and later ones find the first one's choice.
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from ...files import write_atomically
 
 logger = logging.getLogger("spacy_trf")
 
@@ -74,8 +75,8 @@ def recall(directory: Path | None, key: str) -> dict[str, Any] | None:
 
 
 def remember(directory: Path | None, key: str, entry: dict[str, Any]) -> None:
-    """Add ``entry`` for ``key``, keeping the ``MAX_ENTRIES`` newest; the file is written whole
-    to a temporary file and moved into place. Failing to write is logged, not raised."""
+    """Add ``entry`` for ``key``, keeping the ``MAX_ENTRIES`` newest; the file is written whole,
+    atomically. Failing to write is logged, not raised."""
     if directory is None:
         return
     path = directory / CACHE_FILE
@@ -85,14 +86,7 @@ def remember(directory: Path | None, key: str, entry: dict[str, Any]) -> None:
     data = dict(list(data.items())[-MAX_ENTRIES:])
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".inference-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as file:
-                json.dump(data, file, indent=1)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
     except OSError as error:
         logger.warning("Could not remember the inference choice in %s: %s", path, error)
 
